@@ -1,0 +1,27 @@
+"""Shared test set-up: quiet TensorFlow, shared material, tiny configs."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+from spade_tf.shared import shared_dir  # noqa: E402
+
+
+def require_shared(relative: str) -> pathlib.Path:
+    """A path inside the shared material; skips with the reason when absent (fails under CI=true)."""
+    path = shared_dir() / relative
+    if not path.exists():
+        message = f"shared material {path} not found (set SPADE_SHARED to the shared folder)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def nvlabs_fixture() -> pathlib.Path:
+    return require_shared("fixtures/nvlabs_spade")

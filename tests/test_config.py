@@ -1,0 +1,69 @@
+import pytest
+import yaml
+
+from spade_tf.config import CONFIG_DIR, Config, ConfigError, load_config
+
+
+@pytest.mark.parametrize("preset", ["cityscapes", "ade20k", "coco", "facades", "custom", "synthetic"])
+def test_every_preset_loads_and_round_trips(preset, tmp_path):
+    cfg = load_config(preset)
+    assert cfg.data.dataset_mode == preset
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert load_config(str(tmp_path / "c.yaml")) == cfg
+
+
+def test_presets_carry_the_reference_defaults():
+    city, ade, coco = load_config("cityscapes"), load_config("ade20k"), load_config("coco")
+    assert (city.data.label_nc, city.data.contain_dontcare_label, city.data.no_instance) == (35, False, False)
+    assert (city.data.crop_size, city.data.aspect_ratio, city.model.num_upsampling_layers) == (512, 2.0, "more")
+    assert city.image_size == (256, 512) and city.semantic_nc == 36
+    assert (ade.data.label_nc, ade.data.contain_dontcare_label, ade.semantic_nc) == (150, True, 151)
+    assert (coco.data.label_nc, coco.semantic_nc) == (182, 184)
+    assert (ade.train.niter, ade.train.niter_decay) == (100, 100)
+
+
+def test_overrides_by_section_and_by_unique_name():
+    cfg = load_config("synthetic", ["model.ngf=8", "lr=1e-3", "train.no_TTUR=true", "data.class_names=[a, b]"])
+    assert cfg.model.ngf == 8 and cfg.train.lr == 0.001 and cfg.train.no_TTUR is True
+    assert cfg.data.class_names == ["a", "b"]
+    assert load_config("synthetic", ["aspect_ratio=2"]).data.aspect_ratio == 2.0
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.ngff=3", ["unknown config key 'model.ngff'", "Did you mean model.ngf", "Valid keys"]),
+        ("ngf=abc", ["'model.ngf' must be of type int", "'abc'"]),
+        ("label_nc=true", ["'data.label_nc' must be of type int"]),
+        ("gan_mode=foo", ["'train.gan_mode' must be one of hinge, ls, original, w"]),
+        ("ngf", ["must look like section.field=value"]),
+    ],
+)
+def test_bad_overrides_name_the_key_and_what_is_valid(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config("synthetic", [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match="no preset named 'nope'.*cityscapes"):
+        load_config("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model": {"ngf": 8, "wings": 2}}))
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'model.wings'"):
+        load_config(str(bad))
+    bad.write_text("model: [1, 2]")
+    with pytest.raises(ConfigError, match="'model' must be a mapping"):
+        load_config(str(bad))
+
+
+def test_defaults_are_the_reference_options():
+    cfg = Config()
+    assert cfg.model.norm_G == "spectralspadesyncbatch3x3" and cfg.model.norm_D == "spectralinstance"
+    assert (cfg.model.init_type, cfg.model.init_variance) == ("xavier", 0.02)
+    assert (cfg.train.lr, cfg.train.beta1, cfg.train.beta2, cfg.train.gan_mode) == (0.0002, 0.0, 0.9, "hinge")
+    assert (cfg.train.lambda_feat, cfg.train.lambda_vgg, cfg.train.lambda_kld) == (10.0, 10.0, 0.05)
+    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == [
+        "ade20k", "cityscapes", "coco", "custom", "facades", "synthetic"
+    ]

@@ -1,0 +1,96 @@
+"""SPADE, SPADEResBlock, norms and resizing against independent NumPy definitions."""
+
+import keras
+import numpy as np
+import pytest
+
+from model_test_base import check_config_round_trip
+from spade_tf.layers import SPADE, NearestDownsample, SPADEResBlock, SpectralNorm, nearest_resize
+from spade_tf.layers import parse_norm, parse_spade_norm
+
+
+@pytest.mark.parametrize("src, dst", [((8, 6), (4, 3)), ((4, 4), (8, 8)), ((5, 7), (3, 4)), ((6, 6), (6, 6))])
+def test_nearest_resize_uses_pytorchs_index_rule(src, dst):
+    x = np.random.default_rng(0).normal(size=(1, *src, 2)).astype("float32")
+    rows = [int(np.floor(i * src[0] / dst[0])) for i in range(dst[0])]
+    cols = [int(np.floor(j * src[1] / dst[1])) for j in range(dst[1])]
+    np.testing.assert_array_equal(np.array(nearest_resize(x, *dst)), x[:, rows][:, :, cols])
+
+
+def test_downsample_keeps_top_left_pixels():
+    x = np.arange(64, dtype="float32").reshape(1, 8, 8, 1)
+    np.testing.assert_array_equal(np.array(NearestDownsample(4)(x))[0, :, :, 0], [[0, 4], [32, 36]])
+
+
+def test_norm_strings():
+    assert parse_spade_norm("spectralspadesyncbatch3x3") == (True, "syncbatch", 3)
+    assert parse_spade_norm("spadeinstance5x5") == (False, "instance", 5)
+    assert parse_norm("spectralinstance") == (True, "instance")
+    assert parse_norm("syncbatch") == (False, "sync_batch")
+    for bad in ("spectralspadesyncbatch3x5", "spadegroup3x3", "instance"):
+        with pytest.raises(ValueError, match="expected \\[spectral\\]spade"):
+            parse_spade_norm(bad)
+    with pytest.raises(ValueError, match="expected \\[spectral\\]<instance"):
+        parse_norm("layer")
+
+
+def spade_numpy(layer, x, seg):
+    """norm(x) * (1 + gamma) + beta, written out with the layer's weights (batch-norm inference)."""
+    bn = layer.param_free_norm
+    norm = (x - np.array(bn.moving_mean)) / np.sqrt(np.array(bn.moving_variance) + 1e-5)
+    f = seg.shape[1] // x.shape[1]  # the layout is an integer multiple of the feature map here
+    seg = seg[:, ::f, ::f]  # PyTorch nearest: top-left pixel of each block
+
+    def conv(layer_, inp):
+        return np.array(layer_(inp))
+
+    actv = conv(layer.mlp_shared, seg)
+    return norm * (1 + conv(layer.mlp_gamma, actv)) + conv(layer.mlp_beta, actv)
+
+
+def test_spade_modulates_a_normalised_input():
+    keras.utils.set_random_seed(0)
+    layer = SPADE("batch", 3, hidden_channels=16)
+    x = np.random.default_rng(1).normal(size=(2, 4, 4, 5)).astype("float32")
+    seg = np.random.default_rng(2).random((2, 16, 16, 3)).astype("float32")
+    layer(x, seg)
+    layer.param_free_norm.moving_mean.assign(np.full(5, 0.3, "float32"))
+    layer.param_free_norm.moving_variance.assign(np.full(5, 2.0, "float32"))
+    np.testing.assert_allclose(np.array(layer(x, seg)), spade_numpy(layer, x, seg), atol=1e-5)
+    assert np.array(layer.mlp_gamma.kernel).shape == (3, 3, 16, 5)
+    check_config_round_trip(layer, lambda m: m(x, seg))
+
+
+def test_spade_training_normalises_with_batch_statistics_and_instance_norm_per_sample():
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=(4, 4, 4, 2)).astype("float32")
+    seg = np.zeros((4, 4, 4, 3), "float32")  # conv biases are zero: gamma = beta = 0
+    for kind, axes in (("syncbatch", (0, 1, 2)), ("instance", (1, 2))):
+        y = np.array(SPADE(kind)(x, seg, training=True))
+        np.testing.assert_allclose(y.mean(axis=axes), 0, atol=1e-5)
+        np.testing.assert_allclose(y.std(axis=axes), 1, atol=1e-3)
+
+
+def test_resblock_structure_follows_the_reference():
+    x = np.zeros((1, 8, 8, 16), "float32")
+    seg = np.zeros((1, 8, 8, 3), "float32")
+    same = SPADEResBlock(16, "spectralspadesyncbatch3x3")
+    same(x, seg)
+    assert not same.learned_shortcut and not hasattr(same, "conv_s")
+    assert isinstance(same.conv_0, SpectralNorm)
+    down = SPADEResBlock(8, "spadebatch3x3")
+    y = down(x, seg)
+    assert y.shape == (1, 8, 8, 8) and down.learned_shortcut
+    assert not isinstance(down.conv_0, SpectralNorm) and down.conv_s.use_bias is False
+    assert down.conv_0.filters == 8  # min(fin, fout)
+    # parameters, counted from the reference's definition
+    spade = lambda c: 3 * 3 * 3 * 128 + 128 + 2 * (3 * 3 * 128 * c + c)  # noqa: E731
+    expected = spade(16) + (9 * 16 * 8 + 8) + spade(8) + (9 * 8 * 8 + 8) + spade(16) + 16 * 8
+    assert sum(int(np.prod(w.shape)) for w in down.trainable_weights) == expected
+
+
+def test_resblock_round_trip():
+    x = np.random.default_rng(0).normal(size=(1, 8, 8, 6)).astype("float32")
+    seg = np.random.default_rng(1).random((1, 8, 8, 3)).astype("float32")
+    block = SPADEResBlock(4)
+    block(x, seg)
+    check_config_round_trip(block, lambda m: m(x, seg))

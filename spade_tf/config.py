@@ -86,7 +86,7 @@ class TrainConfig:
     lambda_kld: float = 0.05
     no_ganFeat_loss: bool = False
     no_vgg_loss: bool = False
-    vgg_weights: str = ""  # torchvision vgg19-*.pth (read without torch), or "keras-imagenet"
+    vgg_weights: str = ""  # torchvision vgg19-*.pth (read without torch), "keras-imagenet", or "random" (tests)
     distribute: str = "auto"  # auto | none | mirrored | multiworker
     jit_compile: str = "auto"  # auto | on | off
     mixed_precision: str = "off"  # off | on (mixed_float16 on GPU, mixed_bfloat16 on CPU)

@@ -56,12 +56,13 @@ class LabelRules:
         if "label_map" in inputs:
             labels = inputs["label_map"]
             bad = labels >= self.label_nc
-            if self.unknown_label is not None:
-                bad &= labels != self.unknown_label
+            if self.unknown_label is not None:  # the unknown index itself (label_nc) is accepted, as in the graph
+                bad &= (labels != self.unknown_label) & (labels != self.label_nc)
             if bad.any():
                 at = [int(i) for i in np.argwhere(bad)[0]]
                 allowed = f"class indices 0..{self.label_nc - 1}"
-                allowed += (f" and {self.unknown_label} for unknown pixels" if self.unknown_label is not None
+                allowed += (f" and {self.label_nc} or {self.unknown_label} for unknown pixels"
+                            if self.unknown_label is not None
                             else " (this model has no don't-care label, so 255 is not allowed either)")
                 raise ServingError(_INVALID, f'Input "label_map" holds {labels[tuple(at)]} at {at}, but {where} '
                                              f"takes {allowed} (label_nc in assets.extra/labels.json)")

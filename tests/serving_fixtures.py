@@ -7,7 +7,7 @@ checkable outputs instead of a generator:
 - `with_z` (VAE): image = palette[label] + round(7 * clip(z[:, 0], 0, 1));
 - `encode_style` (VAE): mu = per-channel mean of image / 255 padded with zeros to 256, z = mu, logvar = 0;
 - with instance maps, pixels on an instance boundary are white (255);
-- with a don't-care label, 255 pixels are black.
+- with a don't-care label, 255 (or label_nc) pixels are black.
 Bad labels and sizes fail inside the graph with InvalidArgumentError, as the contract asks.
 """
 
@@ -82,7 +82,8 @@ def _save(path, use_vae, use_instance, contain_dontcare_label, label_nc, size):
     def render(label_map, instance_map, noise):
         labels = tf.cast(label_map, tf.int32)
         shape = tf.shape(labels)
-        known = labels != 255 if contain_dontcare_label else tf.ones_like(labels, tf.bool)
+        # 255 and the unknown index itself (label_nc) mean "unknown", as in the real export's graph
+        known = (labels != 255) & (labels != label_nc) if contain_dontcare_label else tf.ones_like(labels, tf.bool)
         checks = [
             tf.debugging.assert_less(tf.where(known, labels, 0), label_nc,
                                      message=f"label_map values must be < label_nc {label_nc}"),

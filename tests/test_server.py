@@ -303,6 +303,7 @@ def test_vae_instance_dontcare_model(tmp_path):
     write_standin_model(tmp_path, 3, use_vae=True, use_instance=True, contain_dontcare_label=True)
     labels = labels_image()
     labels[:, :4, :4] = 255
+    labels[:, 4:6, :4] = 4  # the unknown index itself (label_nc) is accepted too, as by the exported graph
     instances = np.zeros((1, 32, 32), np.int32)
     instances[:, :, 20:] = 7
     with running(model_base_path=tmp_path, enable_batching=False, file_system_poll_wait_seconds=0) as (_, stub, _m):

@@ -1,0 +1,2 @@
+"""Evaluation of generated images: FID and KID (`fid`, with the extractors in `inception`) and
+segmentation scores, mIoU and pixel accuracy (`segmentation`). Command line: `python -m spade_tf.evaluation`."""

@@ -25,3 +25,21 @@ def require_shared(relative: str) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def nvlabs_fixture() -> pathlib.Path:
     return require_shared("fixtures/nvlabs_spade")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> pathlib.Path:
+    """A tiny SPADE trained once per session on the built-in data (tests/tiny_model.py): its run folder."""
+    from tiny_model import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> pathlib.Path:
+    """The tiny model exported once per session: a TF Serving model base path holding version 1."""
+    from spade_tf.export import export_run
+
+    base = tmp_path_factory.mktemp("tiny-export") / "spade"
+    export_run(tiny_run, export_dir=base)
+    return base

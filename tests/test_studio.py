@@ -689,18 +689,6 @@ def landscape(size=64):
     return labels
 
 
-@pytest.fixture(scope="module")
-def tiny_export():
-    """The tiny model of tests/tiny_model.py (trained here: minutes), exported by spade_tf.export."""
-    tiny_model = pytest.importorskip("tiny_model")
-    export = pytest.importorskip("spade_tf.export")
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="studio-tiny-"))
-    run = tiny_model.train_tiny_model(folder)
-    export.export_run(run, export_dir=folder / "export")
-    yield folder / "export"
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_page_with_a_trained_model(tiny_export, studio_for, tmp_path):
     from serving.server import ModelServer

@@ -1,0 +1,168 @@
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spade_tf.config import load_config
+from spade_tf.data import pipeline
+from spade_tf.training import checkpoints, trainer as trainer_module
+from spade_tf.training.trainer import NonFiniteLossError, Trainer
+
+HERE = pathlib.Path(__file__).parent
+TINY = ["model.ngf=8", "model.ndf=8", "train.batch_size=2",  # 64x64, the built-in data's size
+        "train.steps_per_epoch=4", "train.log_every_steps=1"]
+
+
+def tiny(tmp_path, *overrides):
+    return load_config("synthetic", [*TINY, f"train.checkpoints_dir={tmp_path}", *overrides])
+
+
+def snapshot(model):
+    return [np.array(v) for v in model.trainable_variables]
+
+
+def changed(before, model):
+    return [not np.array_equal(b, np.array(v)) for b, v in zip(before, model.trainable_variables)]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["train.gan_mode=hinge"], ["train.gan_mode=ls"], ["train.gan_mode=original"], ["train.gan_mode=w"],
+     ["model.use_vae=true", "train.no_ganFeat_loss=true", "train.no_TTUR=true"]],
+    ids=["hinge", "ls", "original", "w", "vae"],
+)
+def test_one_step_updates_both_networks_with_finite_losses(tmp_path, overrides):
+    cfg = tiny(tmp_path, *overrides)
+    trainer = Trainer(cfg)
+    batch = next(iter(pipeline.build_dataset(cfg)))
+    g, d = snapshot(trainer.generator), snapshot(trainer.discriminator)
+    e = snapshot(trainer.encoder) if trainer.encoder is not None else None
+    logs = {k: float(v) for k, v in trainer.replica_step(batch).items()}  # eager: one compiled step is tested below
+    expected = {"GAN", "D_Fake", "D_real"} | ({"KLD"} if cfg.model.use_vae else {"GAN_Feat"})
+    assert set(logs) == expected
+    assert all(np.isfinite(v) for v in logs.values()), logs
+    # Every kernel of G and D moves (biases too); with VAE the encoder (trained with G's optimizer) too.
+    assert all(changed(g, trainer.generator)), "some generator weights did not change"
+    assert all(changed(d, trainer.discriminator)), "some discriminator weights did not change"
+    if e is not None:
+        assert all(changed(e, trainer.encoder)) and logs["KLD"] > 0
+    assert int(trainer.g_optimizer.iterations) == 1 and int(trainer.d_optimizer.iterations) == 1
+
+
+def test_d_steps_per_g_skips_generator_updates(tmp_path):
+    trainer = Trainer(tiny(tmp_path, "train.D_steps_per_G=2"))
+    batch = next(iter(pipeline.build_dataset(trainer.cfg)))
+    g = snapshot(trainer.generator)
+    logs = trainer.replica_step(batch, train_generator=False)
+    assert set(logs) == {"D_Fake", "D_real"} and not any(changed(g, trainer.generator))
+    assert int(trainer.g_optimizer.iterations) == 0 and int(trainer.d_optimizer.iterations) == 1
+
+
+def test_run_resumes_after_a_normal_stop_and_stops_on_nan_keeping_the_last_good_checkpoint(
+        tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    overrides = ["train.niter=1", "train.niter_decay=2", "train.save_every_steps=2", "train.sample_every_steps=2",
+                 "train.ema_decay=0.9"]
+    first = Trainer(tiny(tmp_path, *overrides, "train.max_steps=2"))
+    run = first.train()
+    assert run == tmp_path / "synthetic"
+    assert checkpoints.load_run_config(run).train.max_steps == 2
+    assert (run / "samples" / "step_2.png").is_file()
+    tags = {value.tag for path in (run / "logs").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+    assert {"loss/GAN", "loss/GAN_Feat", "loss/D_Fake", "loss/D_real", "learning_rate/generator",
+            "learning_rate/discriminator", "samples/layout_generated_real"} <= tags, tags
+    assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-2")
+
+    # A new trainer (as a new process would) restores step, optimizers and schedule position.
+    second = Trainer(tiny(tmp_path, *overrides, "train.max_steps=4"))
+    assert second.restore(second.prepare_run()).endswith("ckpt-2")
+    assert int(second.step.numpy()) == 2 and int(second.g_optimizer.iterations) == 2
+    for a, b in zip(first.ema_generator.weights, second.ema_generator.weights, strict=True):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    # niter=1, niter_decay=2 epochs of 4 steps: constant to step 4, then linear to 0 at step 12.
+    assert second.learning_rates() == pytest.approx((1e-4, 4e-4))
+    second.step.assign(8)
+    assert second.learning_rates() == pytest.approx((0.5e-4, 2e-4))
+    second.step.assign(2)
+
+    # Images turn NaN: the resumed run's first step is step 3. There the generator's adversarial
+    # loss (D on fake only) is still finite, feature matching (D on real) is not; the run stops
+    # naming it and keeps ckpt-2.
+    build = pipeline.build_dataset
+
+    def poisoned(*args, **kwargs):
+        return build(*args, **kwargs).map(lambda b: {**b, "image": b["image"] * np.nan})
+
+    monkeypatch.setattr(trainer_module.pipeline, "build_dataset", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"loss GAN_Feat is not finite at step 3 .*ckpt-2"):
+        second.train()
+    assert "resuming" in caplog.text and "at step 2" in caplog.text
+    assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-2")
+    assert sorted(p.name for p in run.glob("ckpt-*.index")) == ["ckpt-2.index"]
+
+
+def test_imported_networks_resume_fresh_starts_a_new_folder_changed_model_is_refused(tmp_path):
+    cfg = tiny(tmp_path)
+    directory = checkpoints.run_dir(cfg)
+    imported = Trainer(cfg).generator
+    checkpoints.save_imported(directory, cfg, imported)
+    resumed = Trainer(tiny(tmp_path, "train.seed=1"))  # other initial weights
+    assert resumed.restore(resumed.prepare_run()).endswith("ckpt-0")
+    for a, b in zip(imported.weights, resumed.generator.weights, strict=True):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
+    assert int(resumed.d_optimizer.iterations) == 0
+    with pytest.raises(ValueError, match=r"model.ngf: 8 in the run, 16 now.*--fresh"):
+        Trainer(tiny(tmp_path, "model.ngf=16")).prepare_run()
+    fresh = Trainer(tiny(tmp_path))
+    assert fresh.prepare_run(fresh=True) == tmp_path / "synthetic-2"
+    assert (tmp_path / "synthetic-2" / "config.yaml").is_file() and (directory / "ckpt-0.index").is_file()
+
+
+@pytest.mark.slow
+def test_xla_failure_falls_back_without_xla(tmp_path, monkeypatch, caplog):
+    """A step XLA cannot compile (a py_function inside) runs without XLA after a warning."""
+    trainer = Trainer(tiny(tmp_path, "train.jit_compile='on'"))
+    assert trainer.jit
+    discriminator_losses = trainer.discriminator_losses
+
+    def uncompilable(semantics, real):
+        terms = discriminator_losses(semantics, real)
+        terms["D_real"] = tf.py_function(lambda x: x, [terms["D_real"]], tf.float32)
+        return terms
+
+    monkeypatch.setattr(trainer, "discriminator_losses", uncompilable)
+    iterator = iter(trainer.distributed_dataset())
+    with caplog.at_level(logging.WARNING):
+        logs = trainer.run_step(iterator)
+    assert not trainer.jit and "continuing without XLA" in caplog.text
+    assert np.isfinite(logs["D_real"]) and int(trainer.step.numpy()) == 1
+
+
+@pytest.mark.slow
+def test_two_cpu_replicas_match_one_device(tmp_path):
+    """MirroredStrategy on 2 logical CPUs: same first-step losses as one device, batch-norm stats in sync."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, str(HERE / "mirrored_step.py"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_short_run_follows_the_layout(tiny_run):
+    """The tiny model's images segment back to their layouts far better than the untrained generator's."""
+    from tiny_model import layout_miou
+
+    from spade_tf.models import build_generator
+
+    run = tiny_run  # trained once per session (tests/conftest.py), shared with the serving tests
+    cfg, generator, _ = checkpoints.restore_networks(run)  # the EMA generator, as export uses it
+    trained = layout_miou(cfg, generator)
+    untrained = layout_miou(cfg, build_generator(cfg))
+    assert (run / "samples" / "step_200.png").is_file()
+    assert trained > 0.45 and trained > untrained + 0.3, (untrained, trained)  # measured: 0.03 -> 0.66

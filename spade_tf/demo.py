@@ -4,7 +4,9 @@ train SPADE briefly (resuming the run if it exists), export it as a TF Serving S
 the embedded TF-Serving-compatible gRPC server on the export, query it with the client for a
 held-out layout, write the picture, stop the server.
 
-    python -m spade_tf.demo [--steps 400] [--out demo] [--keep-serving] [section.field=value ...]
+    python -m spade_tf.demo [--steps 400] [--out demo] [--keep-serving | --studio] [section.field=value ...]
+
+`--studio` then also starts the painting page on the server and prints its address.
 """
 
 import argparse
@@ -35,6 +37,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=400, help="training steps in all (a rerun resumes up to it)")
     parser.add_argument("--seed", type=int, default=0, help="seed sent with the request")
     parser.add_argument("--keep-serving", action="store_true", help="leave the server running until Ctrl-C")
+    parser.add_argument("--studio", action="store_true", help="also start the painting page (implies --keep-serving)")
+    parser.add_argument("--studio_port", type=int, default=8080, help="painting page port (default 8080)")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
@@ -84,7 +88,13 @@ def main(argv=None):
         Image.fromarray(layout).save(out / "layout.png")
         Image.fromarray(side_by_side(layout, image, real)).save(out / "layout_generated_real.png")
         print(f"      wrote {out / 'generated.png'} and {out / 'layout_generated_real.png'} (layout | generated | real)")
-        if args.keep_serving:
+        if args.studio:
+            from serving.studio.app import serve_studio
+
+            studio = serve_studio(address, str(version_dir / "assets.extra" / "labels.json"),
+                                  port=args.studio_port, model=cfg.export.model_name)
+            print(f"      painting page: open {studio.url} (Ctrl-C stops it and the server)")
+        if args.keep_serving or args.studio:
             print(f"      the server keeps running at {address} (Ctrl-C stops it)")
             threading.Event().wait()
     except KeyboardInterrupt:

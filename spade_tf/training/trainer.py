@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from spade_tf import losses
 from spade_tf.data import pipeline
-from spade_tf.models import build_discriminator, build_encoder, build_generator, reparameterize
+from spade_tf.models import build_discriminator, build_encoder, build_generator
 from spade_tf.semantics import semantic_input
 from spade_tf.training import checkpoints, schedule, strategy as placement, visuals
 
@@ -172,14 +172,30 @@ class Trainer:
             contain_dontcare_label=d.contain_dontcare_label, use_instance=not d.no_instance,
         )
 
-    def generate(self, semantics, real, training=True, generator=None):
-        """(fake, mu, logvar); mu and logvar are None without VAE (z from the encoder on `real`)."""
+    def generate(self, semantics, real, training=True, generator=None, salt=0):
+        """(fake, mu, logvar); mu and logvar are None without VAE (z from the encoder on `real`).
+
+        `salt` tells apart the draws of z within one step (G step, D step, samples).
+        """
         generator = generator or self.generator
         if self.encoder is None:
             return generator(semantics, training=training), None, None
         mu, logvar = self.encoder(real, training=training)
-        z = reparameterize(mu, logvar)
+        z = mu + self._noise(tf.shape(mu), salt) * tf.exp(0.5 * logvar)  # models.reparameterize's formula
         return generator({"semantics": semantics, "z": z}, training=training), mu, logvar
+
+    def _noise(self, shape, salt):
+        """N(0, I) keyed by (train.seed, step, replica, salt): each replica its own draw, every step a new one.
+
+        `models.reparameterize` draws from Keras's global seed generator, whose state variable is
+        created on first use and shared: under several replicas that fails inside tf.function, and
+        replicas would draw the same noise.
+        """
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group if context is not None else 0
+        key = tf.stack([tf.constant(self.cfg.train.seed, tf.int64), tf.cast(self.step, tf.int64)])
+        key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64) * 4 + salt)
+        return tf.random.stateless_normal(shape, key)
 
     def discriminate(self, semantics, fake, real):
         """D on fake and real in one batch, as the reference; -> (fake outputs, real outputs) per scale."""
@@ -211,7 +227,7 @@ class Trainer:
         return terms
 
     def discriminator_losses(self, semantics, real):
-        fake, _, _ = self.generate(semantics, real)
+        fake, _, _ = self.generate(semantics, real, salt=1)
         fake = tf.stop_gradient(fake)
         pred_fake, pred_real = self.discriminate(semantics, fake, real)
         d_fake, d_real = losses.discriminator_gan_loss(pred_fake, pred_real, self.cfg.train.gan_mode)
@@ -294,7 +310,8 @@ class Trainer:
 
             @tf.function(autograph=False)
             def sample(batch):
-                return self.generate(self.semantics(batch), batch["image"], training=False, generator=generator)[0]
+                semantics = self.semantics(batch)
+                return self.generate(semantics, batch["image"], training=False, generator=generator, salt=2)[0]
 
             self._sample_fn = sample
         return self._sample_fn(batch).numpy()

@@ -1,174 +1,134 @@
-"""Times one SPADE training iteration (G step + D step, VGG loss on) at the reference's settings.
+"""One SPADE training iteration (G step + D step, VGG loss on) at the reference's settings.
 
-Cases: ADE20K 256x256 (151 label channels, no instance maps) and Cityscapes 256x512 (35 labels +
-instance edges, num_upsampling_layers normal, as the reference measurement), ngf 64, batch 1 and
-2, float32 and mixed bfloat16, VGG19 with random weights (the step's cost does not depend on them).
-Each case runs in a fresh child process: 1 warm-up step (tracing), then the median of 3 steps, and
-the child's peak RSS. Achieved GFLOP/s count the reference's work for the same step (PyTorch
-FlopCounterMode on NVlabs/SPADE, shared/reference/spade_torch_cpu.json: 1,687.6 GFLOP for an
-ADE20K batch-1 iteration, 2,833.1 for Cityscapes; batch 2 is twice that), whatever our own step
-computes, and are given as a fraction of the machine's matrix-multiply rate (2048x2048
-tf.linalg.matmul, fp32 and bf16) measured in the same child just before and after the timed steps
-(the machine is shared: a rate measured minutes apart can differ by 2x).
+Settings: ADE20K 256x256 (151 semantic channels, no instance maps) and Cityscapes 256x512 (35
+labels + instance edges, num_upsampling_layers normal, as the reference's measurement), ngf 64,
+batch 1 and 2, float32 and mixed bfloat16; VGG19 with random weights (the step's cost does not
+depend on them); `spade_tf.training.trainer.Trainer.run_step` on the default strategy, XLA as the
+trainer chooses it (off on CPU). Each case runs in a fresh process: one warm-up step (tracing),
+then the median of 3 steps, with the matmul rate of the case's dtype measured between the steps
+(the machine is shared and its speed drifts). GFLOP/s count the reference's work for the same step
+(PyTorch FlopCounterMode on NVlabs/SPADE, `spade_torch_cpu.json`: 1,687.6 GFLOP for an ADE20K
+batch-1 iteration, 2,833.1 for Cityscapes, twice that at batch 2), whatever our own step computes.
+Peak memory is the child's whole ru_maxrss (TensorFlow, weights, optimizer states, activations),
+as the reference's.
 
-    python bench/bench_train.py [--quick] [--json out.json]
+Targets (issue 5): fp32 >= 0.75 of the fp32 matmul rate; mixed bf16 >= 1.6x our own fp32 step;
+peak memory <= the reference's at ADE20K batch 2 (5,283 MiB).
+
+    python -m bench.bench_train [--quick]
 """
 
 import argparse
-import json
-import os
-import pathlib
 import statistics
-import subprocess
-import sys
 import time
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE_GFLOP = {"ade20k": 1687.617667072, "cityscapes": 2833.137483776}  # batch 1, fwd + bwd, G + D + VGG
-REFERENCE_SECONDS = {"ade20k": 13.85}  # batch 1, same machine type (shared/reference/cpu_performance.md)
-REFERENCE_PEAK_MIB = {("ade20k", 1): 3917.4, ("ade20k", 2): 5282.8}  # spade_torch_cpu.json
-CASES = [(d, b, p) for d in ("ade20k", "cityscapes") for b in (1, 2) for p in ("fp32", "bf16")]
+from bench.machine import matmul_timer, run_in_child
+
+SETTINGS = {  # label, preset, key under "configs" in spade_torch_cpu.json, its train_iteration_bs1_fwd_bwd / 1e9
+    "ade20k": ("ADE20K 256x256", "ade20k", "ade20k", 1687.617667072),
+    "cityscapes": ("Cityscapes 256x512 normal", "cityscapes", "cityscapes", 2833.137483776),
+}
+PRECISIONS = {"float32": "fp32", "bfloat16": "bf16"}
+TARGET_FP32_FRACTION = 0.75
+TARGET_BF16_SPEEDUP = 1.6
+REFERENCE_PEAK_ADE20K_BATCH_2 = "configs.ade20k.train.bs2.peak_rss_mib"
 TIMED_STEPS = 3
 
 
-def _case_config(dataset, batch, precision):
+def setting_config(setting: str, batch: int, precision: str, overrides=()):
     from spade_tf.config import load_config
 
-    return load_config(dataset, [  # the presets: ADE20K 256x256; Cityscapes 512 wide, aspect 2
-        "model.ngf=64", "model.ndf=64", "model.num_upsampling_layers=normal",
-        f"train.batch_size={batch}", "train.distribute=none",
-        "train.vgg_weights=random", "train.no_vgg_loss=false", "train.steps_per_epoch=1",
-        f"train.mixed_precision={'on' if precision == 'bf16' else 'off'!r}",
+    return load_config(SETTINGS[setting][1], [
+        "model.ngf=64", "model.ndf=64", "model.num_upsampling_layers=normal", f"train.batch_size={batch}",
+        "train.distribute=none", "train.vgg_weights=random", "train.no_vgg_loss=false",
+        f"train.mixed_precision={'on' if precision == 'bfloat16' else 'off'!r}",  # quoted: YAML reads on as true
+        *overrides,
     ])
 
 
-def _time_case(dataset, batch, precision) -> dict:
-    """Runs in the child: builds the trainer, times steps on random data."""
-    import resource
-
+def time_step(setting: str, batch: int, precision: str, overrides=()) -> dict:
+    """Builds the trainer for one case and times its training iteration on random data."""
     import tensorflow as tf
 
     from spade_tf.training.trainer import Trainer
 
-    cfg = _case_config(dataset, batch, precision)
+    cfg = setting_config(setting, batch, precision, overrides)
     trainer = Trainer(cfg, steps_per_epoch=1)
     h, w = cfg.image_size
-    labels = tf.random.stateless_uniform([batch, h // 16, w // 16], [1, 2], 0, cfg.data.label_nc, tf.int32)
-    sample = {
-        "label": tf.image.resize(labels[..., None], [h, w], "nearest")[..., 0],
-        "image": tf.random.stateless_uniform([batch, h, w, 3], [3, 4], -1.0, 1.0),
-    }
+    blocks = tf.random.stateless_uniform([batch, max(h // 16, 1), max(w // 16, 1), 1], [1, 2], 0,
+                                         cfg.data.label_nc, tf.int32)
+    sample = {"label": tf.image.resize(blocks, [h, w], "nearest")[..., 0],
+              "image": tf.random.stateless_uniform([batch, h, w, 3], [3, 4], -1.0, 1.0)}
     if not cfg.data.no_instance:
         sample["instance"] = sample["label"] * 1000
-    dataset_ = tf.data.Dataset.from_tensors(sample).repeat()
-    iterator = iter(trainer.strategy.experimental_distribute_dataset(dataset_))
+    data = tf.data.Dataset.from_tensors(sample).repeat()
+    iterator = iter(trainer.strategy.experimental_distribute_dataset(data))
+    matmul = matmul_timer(precision)
     start = time.perf_counter()
     trainer.run_step(iterator)
-    first = time.perf_counter() - start
-    first_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    before = _matmul_rates()
-    times = []
-    for _ in range(TIMED_STEPS):
+    first_step_s = time.perf_counter() - start
+    times, rates = [], [matmul(3)]
+    for _ in range(TIMED_STEPS):  # the matmul rate between the steps: the same conditions for both
         start = time.perf_counter()
-        logs = trainer.run_step(iterator)
+        losses = trainer.run_step(iterator)
         times.append(time.perf_counter() - start)
-    after = _matmul_rates()
+        rates.append(matmul(3))
     return {
-        "matmul_gflop_per_s": {k: round((before[k] + after[k]) / 2, 1) for k in before},
-        "matmul_before_after": {k: [round(before[k], 1), round(after[k], 1)] for k in before},
-        "first_step_s": round(first, 2),
-        "times_s": [round(t, 3) for t in times],
         "step_s": statistics.median(times),
-        "losses": {k: round(v, 4) for k, v in logs.items()},
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_rss_after_first_step_mib": round(first_peak, 1),
+        "times_s": times,
+        "first_step_s": first_step_s,
+        "matmul_gflops_alongside": statistics.median(rates),
+        "losses": losses,
         "xla": trainer.jit,
+        "peak_rss_from": "process start",
     }
 
 
-def _matmul_rates(n=2048, repeats=7) -> dict:
-    """GFLOP/s of an n x n matmul in fp32 and bf16 (median of `repeats` after a warm-up)."""
-    import tensorflow as tf
+def run(quick: bool = False, overrides=()) -> list:
+    """Rows for `python -m bench`. `quick`: ADE20K fp32 batch 1 only. `overrides` (config
+    `section.field=value`, for tests) change the networks; then no FLOPs or reference figures apply."""
+    cases = [(s, p, b) for s in SETTINGS for p in PRECISIONS for b in (1, 2)]
+    if quick:
+        cases = cases[:1]
+    exact = not overrides
+    rows, steps, peaks = [], {}, {}
+    for setting, precision, batch in cases:
+        label, _, reference, gflop = SETTINGS[setting]
+        result, peak = run_in_child(time_step, setting, batch, precision, tuple(overrides))
+        steps[setting, precision, batch], peaks[setting, precision, batch] = result["step_s"], peak
+        row = {"name": f"train/{label} {PRECISIONS[precision]} batch {batch}", "value": result.pop("step_s"),
+               "unit": "s/step", "dtype": precision, "peak_rss_mib": peak, **result}
+        if exact:
+            row["gflops"] = gflop * batch / row["value"]
+            row["reference"] = f"configs.{reference}.train.bs{batch}.median_s"
+            row["reference_peak_rss"] = f"configs.{reference}.train.bs{batch}.peak_rss_mib"
+            if precision == "float32":
+                row["target"] = {"min": TARGET_FP32_FRACTION, "of": "fraction_alongside"}
+        rows.append(row)
+    for (setting, precision, batch), step_s in steps.items():
+        fp32 = steps.get((setting, "float32", batch))
+        if precision == "bfloat16" and fp32:
+            rows.append({"name": f"train/{SETTINGS[setting][0]} bf16 speed-up over fp32, batch {batch}",
+                         "value": fp32 / step_s, "unit": "x", "target": {"min": TARGET_BF16_SPEEDUP}})
+    if exact:
+        from bench import reference_figure
 
-    rates = {}
-    for name, dtype in (("fp32", tf.float32), ("bf16", tf.bfloat16)):
-        a = tf.cast(tf.random.stateless_normal([n, n], [1, 2]), dtype)
-        b = tf.cast(tf.random.stateless_normal([n, n], [3, 4]), dtype)
-        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.linalg.matmul(x, y), tf.float32)))
-        matmul(a, b).numpy()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            matmul(a, b).numpy()
-            times.append(time.perf_counter() - start)
-        rates[name] = 2 * n**3 / statistics.median(times) / 1e9
-    return rates
-
-
-def _child(args) -> dict:
-    """Runs `bench_train.py --child ...` in a fresh process and returns its JSON result."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, __file__, "--child", *map(str, args)], capture_output=True,
-                            text=True, env=env, cwd=REPO)
-    if result.returncode != 0:
-        raise RuntimeError(f"benchmark child {args} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def run(quick=False) -> list:
-    """One dict per case (the smallest case only with `quick`), each with the matmul rates around it."""
-    results = []
-    for dataset, batch, precision in CASES[:1] if quick else CASES:
-        print(f"timing {dataset} batch {batch} {precision} ...", file=sys.stderr, flush=True)
-        timing = _child([dataset, batch, precision])
-        gflop = REFERENCE_GFLOP[dataset] * batch
-        achieved = gflop / timing["step_s"]
-        rates = timing["matmul_gflop_per_s"]
-        case = f"{dataset} {batch}x{'256x256' if dataset == 'ade20k' else '256x512'} {precision}"
-        results.append({
-            "name": f"train/one G+D step (VGG on), {case}", "value": round(timing["step_s"], 3), "unit": "s/step",
-            "dtype": "float32" if precision == "fp32" else "bfloat16",
-            "gflops": round(gflop / timing["step_s"], 1),
-            "matmul_gflops_alongside": timing["matmul_gflop_per_s"][precision],
-            "reference": f"configs.{dataset}.train.bs{batch}.median_s",
-            "reference_peak_rss": f"configs.{dataset}.train.bs{batch}.peak_rss_mib",
-            "case": case,
-            "dataset": dataset, "batch": batch, "precision": precision, **timing,
-            "images_per_s": round(batch / timing["step_s"], 4),
-            "reference_gflop": round(gflop, 1),
-            "gflop_per_s": round(achieved, 1),
-            "fraction_of_fp32_matmul": round(achieved / rates["fp32"], 3),
-            "fraction_of_bf16_matmul": round(achieved / rates["bf16"], 3),
-            "reference_peak_mib": REFERENCE_PEAK_MIB.get((dataset, batch)),
-        })
-    by_case = {(r["dataset"], r["batch"], r["precision"]): r for r in results}
-    for r in results:
-        fp32 = by_case.get((r["dataset"], r["batch"], "fp32"))
-        if r["precision"] == "bf16" and fp32:
-            r["speedup_vs_fp32"] = round(fp32["step_s"] / r["step_s"], 2)
-    return results
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="only the smallest case")
-    parser.add_argument("--json", help="also write the results to this file")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        dataset, batch, precision = args.child
-        print(json.dumps(_time_case(dataset, int(batch), precision)))
-        return
-    results = run(quick=args.quick)
-    for r in results:
-        extra = f", {r['speedup_vs_fp32']}x fp32" if "speedup_vs_fp32" in r else ""
-        print(f"{r['case']:32s} {r['step_s']:7.2f} s/step  {r['gflop_per_s']:6.1f} GFLOP/s  "
-              f"{r['fraction_of_fp32_matmul']:.2f} of fp32 matmul ({r['fraction_of_bf16_matmul']:.2f} of bf16)"
-              f"{extra}  peak {r['peak_rss_mib']:.0f} MiB  first step {r['first_step_s']} s  "
-              f"(matmul fp32 {r['matmul_gflop_per_s']['fp32']}, bf16 {r['matmul_gflop_per_s']['bf16']} GFLOP/s)")
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+        limit = reference_figure(REFERENCE_PEAK_ADE20K_BATCH_2)
+        for precision, short in PRECISIONS.items():
+            peak = peaks.get(("ade20k", precision, 2))
+            if peak is not None and limit is not None:
+                rows.append({"name": f"train/{SETTINGS['ade20k'][0]} {short} batch 2 peak memory", "value": peak,
+                             "unit": "MiB", "target": {"max": limit, "note": "the reference's peak"}})
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ADE20K fp32 batch 1 only")
+    for row in run(parser.parse_args().quick):
+        extra = f"  {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""
+        if "matmul_gflops_alongside" in row and "gflops" in row:
+            extra += f" = {row['gflops'] / row['matmul_gflops_alongside']:.2f} of the matmul rate alongside"
+        if "peak_rss_mib" in row:
+            extra += f"  peak {row['peak_rss_mib']:.0f} MiB"
+        print(f"{row['name']:<60} {row['value']:10.4g} {row['unit']}{extra}")

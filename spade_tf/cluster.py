@@ -158,7 +158,7 @@ def _kept_tf_config(text: str) -> dict:
 
 def launch_training(train_args: typing.Sequence[str], env=None) -> typing.NoReturn:
     """Sets TF_CONFIG (unless set) and replaces this process with `python train.py <train_args>`."""
-    env = os.environ if env is None else env
+    env = dict(os.environ if env is None else env)  # the child's environment; the caller's stays as it was
     if env.get("TF_CONFIG", "").strip():
         config = _kept_tf_config(env["TF_CONFIG"])
         origin = "kept from the environment"
@@ -169,7 +169,7 @@ def launch_training(train_args: typing.Sequence[str], env=None) -> typing.NoRetu
     if not TRAIN_SCRIPT.exists():
         raise ClusterConfigError(f"{TRAIN_SCRIPT} not found: run from a source checkout or the training image")
     print(f"spade_tf.cluster: TF_CONFIG {origin}: {json.dumps(config)}", file=sys.stderr, flush=True)
-    os.execve(sys.executable, [sys.executable, str(TRAIN_SCRIPT), *train_args], dict(env))
+    os.execve(sys.executable, [sys.executable, str(TRAIN_SCRIPT), *train_args], env)
 
 
 def parser() -> argparse.ArgumentParser:

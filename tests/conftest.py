@@ -43,3 +43,11 @@ def tiny_export(tiny_run, tmp_path_factory) -> pathlib.Path:
     base = tmp_path_factory.mktemp("tiny-export") / "spade"
     export_run(tiny_run, export_dir=base)
     return base
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_cluster_config():
+    """A test must not leave TF_CONFIG behind: later subprocesses would wait for other workers forever."""
+    before = os.environ.get("TF_CONFIG")
+    yield
+    assert os.environ.get("TF_CONFIG") == before, "a test changed TF_CONFIG in os.environ"

@@ -1,7 +1,7 @@
 """Run as a script (logical devices can be set up only once per process, before TF starts):
 one training step under MirroredStrategy on 2 logical CPUs against the same step on one device at
 the same global batch. Checks equal losses and updated weights, and batch-norm moving statistics
-identical on both replicas and equal to the single device's. Prints OK on success."""
+identical on both replicas; then a VAE + EMA step on two replicas. Prints OK on success."""
 
 import sys
 
@@ -60,6 +60,19 @@ for name in ("generator", "discriminator"):
     print(f"{name}: {flipped:.2%} of {diffs.size} weights updated differently (max diff {diffs.max():.3g})")
     if flipped > 0.001:
         failures.append(f"{name}: {flipped:.2%} of the weights were updated differently")
+
+# VAE (z drawn per replica inside the step) and the EMA generator (updated in replica context) also
+# run on two replicas and keep their copies identical.
+# (One strategy per process: two MirroredStrategy objects would reuse each other's collective keys.)
+vae = Trainer(load_config("synthetic", overrides + ["model.use_vae=true", "train.ema_decay=0.5"]),
+              strategy=mirrored.strategy)
+vae_logs = vae.run_step(iter(vae.distributed_dataset()))
+if not all(np.isfinite(v) for v in vae_logs.values()) or "KLD" not in vae_logs:
+    failures.append(f"VAE step losses: {vae_logs}")
+for v in vae.ema_generator.weights + vae.encoder.weights:
+    first, second = [np.array(x) for x in vae.strategy.experimental_local_results(v.value)]
+    if not np.array_equal(first, second):
+        failures.append(f"{v.path} differs between replicas")
 
 if failures:
     print("FAIL\n" + "\n".join(failures))

@@ -236,8 +236,10 @@ def apply(cfg: Config, values: dict, where: str) -> None:
             for name, v in value.items():
                 if name not in fields:
                     raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in fields), where)
-                v = _coerce(v, section_hints[name], f"{key}.{name}", where)
                 choices = CHOICES.get(f"{key}.{name}")
+                if choices and "on" in choices and isinstance(v, bool):  # YAML reads on/off as booleans
+                    v = "on" if v else "off"
+                v = _coerce(v, section_hints[name], f"{key}.{name}", where)
                 if choices and v not in choices:
                     raise ConfigError(f"{where}: '{key}.{name}' must be one of {', '.join(choices)}; got {v!r}")
                 setattr(section, name, v)
@@ -273,7 +275,7 @@ def parse_override(cfg: Config, text: str) -> dict:
 
 def resolve_preset(name_or_path: str) -> pathlib.Path:
     path = pathlib.Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         return path

@@ -27,6 +27,8 @@ def test_overrides_by_section_and_by_unique_name():
     assert cfg.model.ngf == 8 and cfg.train.lr == 0.001 and cfg.train.no_TTUR is True
     assert cfg.data.class_names == ["a", "b"]
     assert load_config("synthetic", ["aspect_ratio=2"]).data.aspect_ratio == 2.0
+    on_off = load_config("synthetic", ["train.jit_compile=on", "mixed_precision=off"])
+    assert (on_off.train.jit_compile, on_off.train.mixed_precision) == ("on", "off")
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,12 @@ def test_bad_overrides_name_the_key_and_what_is_valid(override, words):
         load_config("synthetic", [override])
     for w in words:
         assert w in str(e.value)
+
+
+def test_a_folder_named_like_a_preset_is_not_a_config_file(tmp_path, monkeypatch):
+    (tmp_path / "synthetic").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_config("synthetic").data.dataset_mode == "synthetic"
 
 
 def test_bad_files(tmp_path):

@@ -107,7 +107,18 @@ def load_average() -> list:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far (since start, or since `reset_peak_rss`), MiB."""
+    """This process's peak resident memory so far (since start, or since `reset_peak_rss`), MiB.
+
+    Linux's VmHWM belongs to the process image, so a spawned child does not inherit its parent's
+    peak (`ru_maxrss` carries over fork + exec); elsewhere `ru_maxrss`.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

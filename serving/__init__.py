@@ -1,4 +1,4 @@
-"""Serving for spade-tf: an embedded TF-Serving-compatible gRPC server, its client, deployment files.
+"""Serving for spade-tf: an embedded TF-Serving-compatible server (gRPC and REST), its client, deployment files.
 
 `serving.server` (ModelServer, `python -m serving.server`) serves SavedModels exported as the export
 contract describes; `serving.client` (SpadeClient, `python -m serving.client`) talks to it or to

@@ -17,12 +17,13 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
 
 from serving.errors import ServingError, internal_error
+from spade_tf.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
 # Used for fields a parameters file leaves out, and when batching is on without a file.
-DEFAULTS = {"max_batch_size": 8, "batch_timeout_micros": 0, "max_enqueued_batches": 100,
-            "num_batch_threads": os.cpu_count() or 1, "thread_pool_name": "batch_threads"}
+DEFAULTS = {"max_batch_size": ServeConfig.max_batch_size, "batch_timeout_micros": ServeConfig.batch_timeout_micros,
+            "max_enqueued_batches": 100, "num_batch_threads": os.cpu_count() or 1, "thread_pool_name": "batch_threads"}
 
 
 def batching_parameters_class():

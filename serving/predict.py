@@ -145,7 +145,7 @@ def parse_inputs(request_inputs, signature, max_pixels):
     for i, alias in enumerate(expected):
         want, got = signature.inputs[alias].dtype, request_inputs[alias].dtype
         if want != got:
-            raise ServingError(_INVALID, f"Expects arg[{i}] to be {_dtype_name(want)} but {_dtype_name(got)} "
+            raise ServingError(_INVALID, f"Expects arg[{i}] to be {dtype_name(want)} but {dtype_name(got)} "
                                          "is provided")
     return arrays
 
@@ -209,7 +209,7 @@ def _batch_size(inputs, signature):
     return None
 
 
-def _dtype_name(dtype_enum):
+def dtype_name(dtype_enum):
     """TF's DataTypeString: "float", "double", "half" where Python says float32/64/16."""
     try:
         name = tf.dtypes.as_dtype(dtype_enum).name

@@ -109,13 +109,42 @@ class ExportConfig:
 
 
 @dataclasses.dataclass
+class EvalConfig:
+    """`python -m spade_tf.generate` (synthesis, with --evaluate its scores) and `python -m spade_tf.evaluation`."""
+
+    split: str = "test"  # dataset split to synthesise: train | val | test (= val)
+    how_many: int = 0  # only the first N layouts; 0 = all
+    seeds: typing.List[int] = dataclasses.field(default_factory=list)  # VAE models: one image per seed; empty = [0]
+    batch_size: int = 1  # images per generator and per feature-extractor call
+    segmenter: str = "auto"  # auto (builtin on the built-in data, else none) | builtin | none | a SavedModel folder
+    extractor: str = "none"  # features for FID/KID: none | inception-2015 (comparable) | keras-inceptionv3
+    inception_graph: str = ""  # inception-2015: local classify_image_graph_def.pb
+    keras_inception_weights: str = ""  # keras-inceptionv3: local weights file without the top
+    kid_subsets: int = 100  # KID: random subsets (the usual default of torch-fidelity, clean-fid)
+    kid_subset_size: int = 1000  # KID: images per subset (fewer when a set is smaller)
+
+
+@dataclasses.dataclass
 class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8500
-    max_batch_size: int = 8
-    batch_timeout_micros: int = 2000
-    max_pixels: int = 4096 * 4096
-    poll_wait_seconds: float = 1.0
+    """`python -m serving.server`'s flags and their defaults; names are tensorflow_model_server's where it has one."""
+
+    port: int = 8500  # gRPC; 0: a free port
+    rest_api_port: int = 0  # 0: no REST API (TF Serving's default; its Docker image uses 8501)
+    host: str = "127.0.0.1"  # ours: the address both ports listen on; 0.0.0.0 for all interfaces
+    model_name: str = "spade"
+    model_base_path: str = ""
+    model_config_file: str = ""  # text ModelServerConfig; replaces model_name/model_base_path
+    model_config_file_poll_wait_seconds: float = 0.0  # 0: read once at start
+    file_system_poll_wait_seconds: float = 1.0  # <= 0: look for versions once at start
+    enable_batching: bool = True
+    batching_parameters_file: str = ""
+    max_batch_size: int = 8  # batching without a parameters file, or fields the file leaves out
+    batch_timeout_micros: int = 0
+    max_pixels: int = 4096 * 4096  # ours: batch x height x width per request input
+    rest_api_max_body_bytes: int = 64 * 2**20  # ours: largest REST request body
+    ssl_cert: str = ""  # ours: PEM files, both or neither, for gRPC over TLS
+    ssl_key: str = ""
+    grace_seconds: float = 10.0  # ours: on SIGTERM/SIGINT, time for requests in flight
 
 
 @dataclasses.dataclass
@@ -126,6 +155,7 @@ class Config:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     # --- derived quantities --------------------------------------------------------------
     @property
@@ -162,7 +192,7 @@ class ConfigError(ValueError):
     """A config file or override names an unknown field or gives a value of the wrong type."""
 
 
-SECTIONS = ("data", "model", "train", "export", "serve")
+SECTIONS = ("data", "model", "train", "export", "serve", "eval")
 
 CHOICES = {
     "data.dataset_mode": ("synthetic", "cityscapes", "ade20k", "coco", "facades", "custom"),
@@ -180,6 +210,42 @@ CHOICES = {
     "train.jit_compile": ("auto", "on", "off"),
     "train.mixed_precision": ("off", "on"),
     "export.precision": ("float32", "bfloat16"),
+    "eval.split": ("train", "val", "test"),
+    "eval.extractor": ("none", "inception-2015", "keras-inceptionv3"),
+}
+
+
+def _at_least(low):
+    return f">= {low}", lambda v: v >= low
+
+
+def _in_unit_interval():
+    return "in [0, 1)", lambda v: 0 <= v < 1
+
+
+RANGES = {  # key -> (what the value must be, test); fields not named take any value of their type
+    **{f"data.{n}": _at_least(1) for n in ("label_nc", "load_size", "crop_size", "synthetic_size", "shuffle_buffer")},
+    "data.max_dataset_size": _at_least(0),
+    "data.aspect_ratio": ("> 0", lambda v: v > 0),
+    **{f"model.{n}": _at_least(1) for n in ("ngf", "ndf", "z_dim", "n_layers_D", "num_D", "resnet_kernel_size",
+                                            "resnet_initial_kernel_size")},
+    **{f"model.{n}": _at_least(0) for n in ("init_variance", "resnet_n_downsample", "resnet_n_blocks")},
+    **{f"train.{n}": _at_least(1) for n in ("batch_size", "D_steps_per_G", "save_every_steps", "keep_checkpoints",
+                                            "log_every_steps", "sample_every_steps")},
+    **{f"train.{n}": _at_least(0) for n in ("niter", "niter_decay", "steps_per_epoch", "max_steps", "lr",
+                                            "lambda_feat", "lambda_vgg", "lambda_kld", "keep_every_n_hours")},
+    **{f"train.{n}": _in_unit_interval() for n in ("beta1", "beta2", "ema_decay")},
+    "export.version": _at_least(0),
+    "export.warmup_requests": _at_least(0),
+    **{f"eval.{n}": _at_least(1) for n in ("batch_size", "kid_subsets")},
+    "eval.how_many": _at_least(0),
+    "eval.kid_subset_size": _at_least(2),
+    **{f"serve.{n}": _at_least(0) for n in ("port", "rest_api_port", "batch_timeout_micros", "grace_seconds")},
+    **{f"serve.{n}": _at_least(1) for n in ("max_batch_size", "max_pixels", "rest_api_max_body_bytes")},
+}
+
+RENAMED = {  # old key -> new key: configs saved by earlier versions (beside checkpoints and exports) still load
+    "serve.poll_wait_seconds": "serve.file_system_poll_wait_seconds",
 }
 
 
@@ -234,6 +300,7 @@ def apply(cfg: Config, values: dict, where: str) -> None:
             fields = _fields(section)
             section_hints = typing.get_type_hints(type(section))
             for name, v in value.items():
+                name = RENAMED.get(f"{key}.{name}", f"{key}.{name}").split(".", 1)[1]
                 if name not in fields:
                     raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in fields), where)
                 choices = CHOICES.get(f"{key}.{name}")
@@ -242,6 +309,9 @@ def apply(cfg: Config, values: dict, where: str) -> None:
                 v = _coerce(v, section_hints[name], f"{key}.{name}", where)
                 if choices and v not in choices:
                     raise ConfigError(f"{where}: '{key}.{name}' must be one of {', '.join(choices)}; got {v!r}")
+                bound, test = RANGES.get(f"{key}.{name}", (None, None))
+                if test and not test(v):
+                    raise ConfigError(f"{where}: '{key}.{name}' must be {bound}; got {v!r}")
                 setattr(section, name, v)
         else:
             setattr(cfg, key, _coerce(value, hints[key], key, where))
@@ -263,7 +333,9 @@ def parse_override(cfg: Config, text: str) -> dict:
     keys = all_keys(cfg)
     if key not in keys:
         matches = [k for k in keys if k.split(".")[-1] == key]
-        if len(matches) != 1:
+        if len(matches) > 1:
+            raise ConfigError(f"command line: '{key}' is in several sections; write one of {', '.join(matches)}")
+        if not matches:
             raise _unknown(key, keys, "command line")
         key = matches[0]
     value = yaml.safe_load(raw) if raw.strip() else ""

@@ -3,9 +3,14 @@
     python -m spade_tf.generate --run_dir checkpoints/synthetic --out results/synthetic
     python -m spade_tf.generate --saved_model exports/spade/1 --labels my_layouts/ --out results/mine
     python -m spade_tf.generate --nvlabs_dir coco_pretrained --config coco data.dataroot=datasets/coco
-    ... [--split test] [--how_many N] [--seeds 0,1,2 | --style photo.png] [--batch_size 4]
-        [--precision bfloat16] [--evaluate [--segmenter builtin|SAVEDMODEL]
-        [--extractor inception-2015 --inception_graph classify_image_graph_def.pb]] [section.field=value ...]
+    ... [--style photo.png] [--evaluate] [section.field=value ...], e.g. eval.split=val eval.how_many=100
+        eval.batch_size=4 export.precision=bfloat16 eval.seeds=[0,1,2] eval.segmenter=SAVEDMODEL
+        eval.extractor=inception-2015 eval.inception_graph=classify_image_graph_def.pb
+
+Options are config fields, `section.field=value` on the command line: the `eval` section
+(`spade_tf.config.EvalConfig`) says what to synthesise and how to score it; the model's config
+(a run folder's or an export's config.yaml, or the NVlabs opt.txt over --config) gives the
+defaults. The flags name the model, the layouts and the outputs.
 
 The model is a training run folder (its latest checkpoint, the moving-average generator when
 kept), an exported SavedModel (a version folder, or a base path: its highest version) or an
@@ -13,21 +18,22 @@ NVlabs checkpoint folder with the reference's opt.txt. The layouts are a folder 
 (class indices, or colours of the dataset's palette; resized nearest-neighbour to the model's
 trained size when they differ; a model that uses instance maps gets the label map as instance
 map, so class boundaries are its edges) or a dataset read with the model's config
-(`--split`, plus `section.field=value` overrides such as data.dataroot=...; `--config` swaps in a
-preset's data settings, keeping the model's label set, crop_size and aspect_ratio).
+(eval.split, plus overrides such as data.dataroot=...; `--config` swaps in a preset's data
+settings, keeping the model's label set, crop_size and aspect_ratio).
 
 Written to --out (default results/<name>): `images/synthesized/<stem>.png` (VAE models:
-`<stem>_seed<k>.png` per seed, default seed 0, or `<stem>_style_<photo>.png` in the style of a
+`<stem>_seed<k>.png` per seed of eval.seeds, default 0, or `<stem>_style_<photo>.png` in the style of a
 photo, from the encoder's mean), `images/input_label/<stem>.png` (colourised with the dataset's
 palette), `images/real/<stem>.png` when the dataset has photos, and `index.html`. Outputs that
 already exist are skipped, so an interrupted run resumes where it stopped; every file is written
-to a temporary name and renamed. `--evaluate` adds `scores.json`: mIoU and pixel accuracy of a
-segmenter on the generated images against their layouts (the built-in data's reference
-segmenter by default) and FID/KID against the real photos when a feature extractor is given.
+to a temporary name and renamed. `--evaluate` adds `scores.json`: mIoU and pixel accuracy of
+eval.segmenter on the generated images against their layouts (by default the built-in data's
+reference segmenter on that data) and, with eval.extractor, FID/KID against the real photos.
 
 Inference runs as the exported model does: spectral norm folded into the kernels, graph mode
-(`tf.function`) without XLA, float32 or mixed bfloat16 (`--precision`), seeds drawn as the
-`with_seed` signature draws them, so a run folder and its export give the same images.
+(`tf.function`) without XLA, float32 or mixed bfloat16 (export.precision; an export keeps the
+precision it was written with), seeds drawn as the `with_seed` signature draws them, so a run
+folder and its export give the same images.
 """
 
 import argparse
@@ -104,23 +110,16 @@ def keras_model(cfg, generator, encoder=None, source="keras") -> Model:
     return Model(cfg, signatures, source, module)
 
 
-def _precision(cfg, precision):
-    if precision:
-        from spade_tf.config import apply
-
-        apply(cfg, {"export": {"precision": precision}}, "--precision")
-
-
-def load_run(run_dir, checkpoint=None, overrides=(), precision=None) -> Model:
-    """A training run folder's networks (`spade_tf.training.checkpoints.restore_networks`)."""
+def load_run(run_dir, checkpoint=None, overrides=()) -> Model:
+    """A training run folder's networks (`spade_tf.training.checkpoints.restore_networks`), with its
+    config.yaml plus `section.field=value` overrides."""
     from spade_tf.training.checkpoints import restore_networks
 
     cfg, generator, encoder = restore_networks(run_dir, checkpoint, overrides=overrides)
-    _precision(cfg, precision)
     return keras_model(cfg, generator, encoder, f"run {run_dir}")
 
 
-def load_nvlabs(nvlabs_dir, opt=None, which_epoch="latest", config=None, overrides=(), precision=None) -> Model:
+def load_nvlabs(nvlabs_dir, opt=None, which_epoch="latest", config=None, overrides=()) -> Model:
     """An NVlabs/SPADE checkpoint folder (`<which_epoch>_net_G.pth`, `_E` for VAE models) and its opt.txt."""
     from spade_tf.config import apply, load_config, parse_override
     from spade_tf.io.nvlabs import config_from_opt, import_checkpoint
@@ -134,12 +133,15 @@ def load_nvlabs(nvlabs_dir, opt=None, which_epoch="latest", config=None, overrid
     generator, _, encoder = import_checkpoint(nvlabs_dir, cfg, which_epoch)
     if cfg.model.use_vae and encoder is None:
         raise FileNotFoundError(f"{opt} describes a VAE model but {nvlabs_dir} has no {which_epoch}_net_E.pth")
-    _precision(cfg, precision)
     return keras_model(cfg, generator, encoder, f"NVlabs checkpoint {nvlabs_dir}")
 
 
 def load_saved_model(path, overrides=()) -> Model:
-    """An export (EXPORT_CONTRACT.md): a version folder, or a model base path (its highest version)."""
+    """An export (EXPORT_CONTRACT.md): a version folder, or a model base path (its highest version).
+
+    Its config.yaml plus overrides; the networks and precision are the export's, so overrides of
+    model.* and export.* are refused.
+    """
     import tensorflow as tf
 
     from spade_tf.config import load_config
@@ -156,7 +158,15 @@ def load_saved_model(path, overrides=()) -> Model:
     config = path / ASSETS_EXTRA / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{config} not found: {path} was not written by spade-tf's export")
-    cfg = load_config(str(config), overrides)
+    cfg, own = load_config(str(config), overrides), load_config(str(config))
+    fixed = [f"{section}.{name}={value!r}" for section in ("model", "export")
+             for name, value in dataclasses.asdict(getattr(cfg, section)).items()
+             if value != getattr(getattr(own, section), name)]
+    if fixed:
+        raise ValueError(
+            f"{', '.join(fixed)}: an export's networks and precision are fixed when it is written; "
+            "model.* and export.* overrides apply to --run_dir and --nvlabs_dir"
+        )
     loaded = tf.saved_model.load(str(path))
     return Model(cfg, dict(loaded.signatures), f"SavedModel {path}", loaded)
 
@@ -294,11 +304,11 @@ def variants(model: Model, seeds=None, style=None) -> typing.List[Variant]:
         if seeds or style:
             raise ValueError(
                 f"{model.source} is not a VAE model (model.use_vae is false): its images depend on neither a seed "
-                "nor a style, so --seeds and --style do not apply"
+                "nor a style, so eval.seeds and --style do not apply"
             )
         return [Variant("", "generated")]
     if seeds and style:
-        raise ValueError("give either --seeds or --style, not both")
+        raise ValueError("give either eval.seeds or --style, not both")
     if style:
         import tensorflow as tf
 
@@ -420,41 +430,23 @@ def synthesize(model: Model, layouts, total, out, columns, batch_size=1, score=N
 
 # --- evaluation and the command line ------------------------------------------------------------
 
-def default_segmenter(cfg):
-    """The built-in data's reference segmenter when the model was trained on it, else None."""
+def segmenter_of(cfg):
+    """eval.segmenter resolved: "auto" is the built-in data's reference segmenter on that data, else
+    None; "none" is None."""
     from spade_tf.evaluation.segmentation import BUILTIN
 
-    return BUILTIN if cfg.data.dataset_mode == "synthetic" else None
-
-
-def count(minimum):
-    """An argparse type: an integer >= minimum."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return value
-
-    return parse
-
-
-def parse_seeds(text) -> typing.List[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seeds must be integers, e.g. 0,1,2; got {text!r}") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"--seeds must be distinct non-negative integers, e.g. 0,1,2; got {text!r}")
-    return seeds
+    name = cfg.eval.segmenter
+    if name == "auto":
+        return BUILTIN if cfg.data.dataset_mode == "synthetic" else None
+    return None if name == "none" else name
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from spade_tf.evaluation.options import retire_flags
+
     parser = argparse.ArgumentParser(
         prog="python -m spade_tf.generate", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run_dir", help="a training run folder (config.yaml and checkpoints)")
@@ -466,64 +458,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="a preset or YAML file whose data settings read the layouts "
                         "(with --nvlabs_dir: the base that opt.txt is applied to)")
     parser.add_argument("--labels", help="a folder of label PNGs (class ids or palette colours) instead of a dataset")
-    parser.add_argument("--split", default="test", help="dataset split: train, val or test (= val); default test")
-    parser.add_argument("--how_many", type=count(0), default=0, help="only the first N layouts (default 0: all)")
     parser.add_argument("--out", help="output folder (default: results/<name>)")
-    parser.add_argument("--seeds", type=parse_seeds, help="VAE models: one image per seed, e.g. 0,1,2 (default 0)")
     parser.add_argument("--style", help="VAE models: generate in the style of this photo")
-    parser.add_argument("--batch_size", type=count(1), default=1, help="images per generator call (default 1)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"),
-                        help="compute precision of a run folder or NVlabs model (default float32; bfloat16 is "
-                        "about twice as fast on CPUs with AVX-512 BF16); an export keeps its own")
-    parser.add_argument("--evaluate", action="store_true", help="write scores.json: mIoU, pixel accuracy, FID, KID")
-    parser.add_argument("--segmenter", help="'builtin' or a segmentation SavedModel (implies --evaluate; "
-                        "default: builtin for the built-in data, else no segmentation scores)")
-    parser.add_argument("--extractor", help="features for FID/KID against the real photos (implies --evaluate): "
-                        "inception-2015 (the comparable one) or keras-inceptionv3")
-    parser.add_argument("--inception_graph", help="inception-2015: local classify_image_graph_def.pb")
-    parser.add_argument("--weights", help="keras-inceptionv3: local weights file (no top)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="write scores.json: mIoU, pixel accuracy (eval.segmenter), FID, KID (eval.extractor)")
     parser.add_argument("overrides", nargs="*", metavar="section.field=value",
-                        help="config overrides, e.g. data.dataroot=datasets/cityscapes")
+                        help="config overrides, e.g. eval.batch_size=4 data.dataroot=datasets/cityscapes")
+    retire_flags(parser, ["--split", "--how_many", "--seeds", "--batch_size", "--precision", "--segmenter",
+                          "--extractor", "--inception_graph", "--weights"])
     return parser
 
 
 def run(args) -> dict:
     """The command, from parsed arguments; returns synthesize's summary (+ "scores" with --evaluate)."""
-    if args.saved_model and args.precision:
-        raise ValueError(
-            "--precision applies to run folders and NVlabs checkpoints; an export keeps its own precision"
-        )
+    from spade_tf.evaluation.options import check
+
     if args.run_dir:
-        model = load_run(args.run_dir, args.checkpoint, args.overrides, args.precision)
+        model = load_run(args.run_dir, args.checkpoint, args.overrides)
     elif args.saved_model:
         model = load_saved_model(args.saved_model, args.overrides)
     else:
-        model = load_nvlabs(args.nvlabs_dir, args.opt, args.which_epoch, args.config, args.overrides, args.precision)
+        model = load_nvlabs(args.nvlabs_dir, args.opt, args.which_epoch, args.config, args.overrides)
     if args.config and not args.nvlabs_dir:
         with_data_config(model, args.config, args.overrides)
     cfg = model.cfg
-    columns = variants(model, args.seeds, args.style)
+    options = cfg.eval
+    check(options)
+    columns = variants(model, options.seeds, args.style)
     if args.labels:
-        total, layouts = label_folder(args.labels, cfg, args.how_many)
+        total, layouts = label_folder(args.labels, cfg, options.how_many)
     else:
-        total, layouts = dataset_layouts(cfg, args.split, args.batch_size, args.how_many)
+        total, layouts = dataset_layouts(cfg, options.split, options.batch_size, options.how_many)
     out = pathlib.Path(args.out or pathlib.Path("results") / cfg.name)
 
-    evaluate = args.evaluate or args.segmenter or args.extractor
     score = segmenter = extractor = None
-    if evaluate:
+    if args.evaluate:
         from spade_tf.evaluation.inception import build_extractor
         from spade_tf.evaluation.segmentation import SegmentationScore
 
-        segmenter = args.segmenter or default_segmenter(cfg)
+        segmenter = segmenter_of(cfg)
         if segmenter:
             scorer = SegmentationScore(segmenter, cfg.data.label_nc)
             score = lambda image, layout: scorer.update(image[None], layout.label[None])  # noqa: E731
-        if args.extractor:
-            extractor = build_extractor(args.extractor, args.inception_graph, args.weights)  # fails before generating
-    summary = synthesize(model, layouts, total, out, columns, args.batch_size, score)
+        if options.extractor != "none":  # built before generating, so that a missing file fails first
+            extractor = build_extractor(options.extractor, options.inception_graph, options.keras_inception_weights)
+    summary = synthesize(model, layouts, total, out, columns, options.batch_size, score)
     print(f"{summary['written']} images written, {summary['skipped']} already there; see {out / 'index.html'}")
-    if not evaluate:
+    if not args.evaluate:
         return summary
 
     scores = {"layouts": summary["layouts"], "images": len(summary["synthesized"])}
@@ -531,22 +512,26 @@ def run(args) -> dict:
         scores["segmenter"] = str(segmenter)
         scores.update(scorer.result())
     else:
-        print(f"no segmentation scores: dataset_mode {cfg.data.dataset_mode} has no built-in segmenter; "
-              "pass --segmenter SAVEDMODEL", file=sys.stderr)
+        reason = ("eval.segmenter is 'none'" if options.segmenter == "none" else
+                  f"dataset_mode {cfg.data.dataset_mode} has no built-in segmenter; give eval.segmenter=SAVEDMODEL")
+        print(f"no segmentation scores: {reason}", file=sys.stderr)
     if extractor and summary["real"]:
         from spade_tf.evaluation.fid import fid_kid
 
         scores["extractor"] = extractor.name
-        scores.update(fid_kid(summary["real"], summary["synthesized"], extractor))
+        scores.update(fid_kid(summary["real"], summary["synthesized"], extractor, options.batch_size,
+                              options.kid_subsets, options.kid_subset_size))
     elif extractor:
         print("no FID/KID: these layouts have no real photos to compare with", file=sys.stderr)
+    else:
+        print("no FID/KID: eval.extractor is 'none'", file=sys.stderr)
     (out / "scores.json").write_text(json.dumps(scores, indent=1) + "\n")
     print(json.dumps({k: v for k, v in scores.items() if k != "per_class_iou"}))
     return {**summary, "scores": scores}
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)  # overrides may stand between flags
     import tensorflow as tf
 
     from spade_tf.config import ConfigError

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -75,3 +77,74 @@ def test_defaults_are_the_reference_options():
     assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == [
         "ade20k", "cityscapes", "coco", "custom", "facades", "synthetic"
     ]
+
+
+# --- the eval section (synthesis and evaluation) ------------------------------------------------
+
+def test_eval_section_from_a_file_then_overrides(tmp_path):
+    path = tmp_path / "eval.yaml"
+    path.write_text("eval: {split: val, seeds: [0, 3], extractor: inception-2015, batch_size: 2}\n")
+    e = load_config(str(path), ["eval.batch_size=4", "kid_subset_size=50", "eval.segmenter=exports/seg/1"]).eval
+    assert (e.split, e.seeds, e.extractor) == ("val", [0, 3], "inception-2015")
+    assert (e.batch_size, e.kid_subset_size, e.segmenter) == (4, 50, "exports/seg/1")
+    old = Config().to_dict()  # a run's config.yaml written before the section existed
+    del old["eval"]
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(old))
+    assert load_config(str(tmp_path / "old.yaml")).eval == Config().eval
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("eval.extractor=vgg", ["'eval.extractor' must be one of none, inception-2015, keras-inceptionv3; got 'vgg'"]),
+        ("eval.split=testing", ["'eval.split' must be one of train, val, test; got 'testing'"]),
+        ("eval.seeds=0,1", ["'eval.seeds' must be a list"]),
+        ("eval.how_many=all", ["'eval.how_many' must be of type int"]),
+        ("eval.weights=x.h5", ["unknown config key 'eval.weights'", "eval.keras_inception_weights"]),
+    ],
+)
+def test_bad_eval_values_name_the_key_and_what_is_valid(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config("synthetic", [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+# --- ranges, renamed keys, ambiguous short names -------------------------------------------------
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.sample_every_steps=0", "'train.sample_every_steps' must be >= 1; got 0"),
+        ("train.batch_size=-2", "'train.batch_size' must be >= 1; got -2"),
+        ("model.ngf=0", "'model.ngf' must be >= 1; got 0"),
+        ("data.aspect_ratio=0", "'data.aspect_ratio' must be > 0; got 0.0"),
+        ("train.ema_decay=1", "'train.ema_decay' must be in [0, 1); got 1.0"),
+        ("serve.max_batch_size=0", "'serve.max_batch_size' must be >= 1; got 0"),
+    ],
+)
+def test_values_out_of_range_are_refused(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("synthetic", [override])
+
+
+def test_every_range_names_a_numeric_field_and_accepts_its_default():
+    from spade_tf.config import RANGES
+
+    cfg = Config()
+    for key, (_, test) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        assert isinstance(value, (int, float)) and test(value), key
+
+
+def test_a_config_saved_with_a_renamed_key_still_loads(tmp_path):
+    old = Config().to_dict()
+    old["serve"]["poll_wait_seconds"] = old["serve"].pop("file_system_poll_wait_seconds") + 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    assert load_config(str(tmp_path / "config.yaml")).serve.file_system_poll_wait_seconds == 5.0
+
+
+def test_a_short_name_in_several_sections_asks_which():
+    with pytest.raises(ConfigError, match=r"'batch_size' is in several sections; write one of .*train\.batch_size"):
+        load_config("synthetic", ["batch_size=4"])

@@ -578,7 +578,7 @@ def test_embedded_server_image_runs_the_package_server_with_valid_flags():
     name = "Dockerfile.embedded-server"
     assert exec_form(name, "ENTRYPOINT") == ["python3", "-m", "serving.server"]
     args = server.parser().parse_args(exec_form(name, "CMD"))
-    assert exposed(name) == {args.port} == {PORTS["grpc"]}
+    assert exposed(name) == {args.port, args.rest_api_port} == {PORTS["grpc"], PORTS["http"]}
     assert args.host == "0.0.0.0"
     assert args.model_base_path == models_config().config[0].base_path
     assert in_image(name, args.batching_parameters_file)

@@ -1,5 +1,6 @@
 """FID and KID maths against closed forms and direct implementations; the Inception GraphDef
-extractor on a small stand-in graph with the real graph's tensor names; the fid command."""
+extractor on a small stand-in graph with the real graph's tensor names; the fid command and its
+`eval.*` options."""
 
 import json
 import pathlib
@@ -189,9 +190,9 @@ def test_graph_extractor_feeds_expanddims_and_reads_pool_3(standin):
 
 
 def test_graph_extractor_errors(tmp_path, standin):
-    with pytest.raises(FileNotFoundError, match="--inception_graph"):
+    with pytest.raises(FileNotFoundError, match="eval.inception_graph"):
         inception.Inception2015(tmp_path / "missing.pb")
-    with pytest.raises(FileNotFoundError, match="--inception_graph.*nothing is downloaded"):
+    with pytest.raises(FileNotFoundError, match="eval.inception_graph.*nothing is downloaded"):
         inception.build_extractor("inception-2015")
     garbage = tmp_path / "garbage.pb"
     garbage.write_bytes(b"\xff\xfe not a protobuf")
@@ -211,7 +212,7 @@ def test_graph_extractor_errors(tmp_path, standin):
 
 
 def test_keras_extractor_needs_a_local_weights_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--weights.*nothing is downloaded"):
+    with pytest.raises(FileNotFoundError, match="eval.keras_inception_weights.*nothing is downloaded"):
         inception.KerasInceptionV3(tmp_path / "inception_v3_notop.h5")
 
 
@@ -256,7 +257,8 @@ def test_fid_command_on_identical_and_different_folders(tmp_path, standin, capsy
     write_images(tmp_path / "real", real)
     write_images(tmp_path / "copy", real)
     write_images(tmp_path / "dark", real // 4)
-    args = ["fid", "--real", str(tmp_path / "real"), "--inception_graph", str(standin), "--kid_subsets", "5"]
+    args = ["fid", "--real", str(tmp_path / "real"), "eval.extractor=inception-2015",
+            f"eval.inception_graph={standin}", "eval.kid_subsets=5"]
     assert evaluation_main(args + ["--fake", str(tmp_path / "copy")]) == 0
     same = json.loads(capsys.readouterr().out)
     assert abs(same["fid"]) < 1e-6 and same["num_real"] == same["num_fake"] == 12
@@ -264,7 +266,69 @@ def test_fid_command_on_identical_and_different_folders(tmp_path, standin, capsy
     assert evaluation_main(args + ["--fake", str(tmp_path / "dark")]) == 0
     assert json.loads(capsys.readouterr().out)["fid"] > 0.1
 
-    assert evaluation_main(["fid", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "copy")]) == 2
-    assert "--inception_graph" in capsys.readouterr().err
+    folders = ["fid", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "copy")]
+    assert evaluation_main(folders) == 2
+    assert "no feature extractor: give eval.extractor=inception-2015" in capsys.readouterr().err
+    assert evaluation_main(folders + ["eval.extractor=inception-2015"]) == 2
+    assert "given: pass its local path with eval.inception_graph" in capsys.readouterr().err
     assert evaluation_main(args + ["--fake", str(tmp_path / "nowhere")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
+
+
+def test_fid_command_options_reach_the_computation(tmp_path, standin, capsys, monkeypatch):
+    rng = np.random.default_rng(13)
+    real = write_images(tmp_path / "real", rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8))
+    fake = write_images(tmp_path / "fake", rng.integers(0, 128, (9, 16, 16, 3), dtype=np.uint8))
+    batches, build_extractor = [], inception.build_extractor
+
+    def recording(*args):
+        extractor = build_extractor(*args)
+
+        def counted(images):
+            batches.append(len(images))
+            return extractor(images)
+
+        counted.name = extractor.name
+        return counted
+
+    monkeypatch.setattr(inception, "build_extractor", recording)
+    config = tmp_path / "eval.yaml"  # --config gives the defaults, overrides win
+    config.write_text("eval: {extractor: inception-2015, batch_size: 4, kid_subsets: 3, kid_subset_size: 4}\n")
+    args = ["fid", "--real", str(real), "--fake", str(fake), "--config", str(config), f"eval.inception_graph={standin}"]
+    assert evaluation_main(args + ["eval.batch_size=5"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert batches == [5, 5, 2, 5, 4]  # 12 real, then 9 fake images, 5 per extractor call
+
+    extractor = inception.Inception2015(standin)
+    x, y = (fid.extract_features(fid.image_files(f), extractor) for f in (real, fake))
+    assert result["kid"] == pytest.approx(fid.kid_from_features(x, y, subsets=3, subset_size=4)[0], rel=1e-6)
+    assert result["kid_std"] > 0  # subsets of 4 of the 9 and 12 images differ
+    assert evaluation_main(args + ["eval.kid_subsets=1", "eval.kid_subset_size=1000"]) == 0
+    whole = json.loads(capsys.readouterr().out)  # one subset of min(1000, 12, 9) = 9 images
+    assert whole["kid_std"] == 0.0 and batches[5:] == [4, 4, 4, 4, 4, 1]
+    assert whole["kid"] == pytest.approx(fid.kid_from_features(x, y, subsets=1, subset_size=1000)[0], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.extractor=vgg", "'eval.extractor' must be one of none, inception-2015, keras-inceptionv3; got 'vgg'"),
+        ("eval.kid_subset_size=1", "'eval.kid_subset_size' must be >= 2; got 1"),
+        ("eval.kid_subsets=0", "'eval.kid_subsets' must be >= 1; got 0"),
+        ("eval.batch_size=x", "'eval.batch_size' must be of type int, got 'x'"),
+        ("eval.kid_subset=5", "unknown config key 'eval.kid_subset'. Did you mean eval.kid_subsets"),
+    ],
+)
+def test_fid_command_names_bad_options(tmp_path, override, message, capsys):
+    args = ["fid", "--real", str(tmp_path), "--fake", str(tmp_path), "eval.extractor=inception-2015", override]
+    assert evaluation_main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, override", [("--kid_subset_size", "eval.kid_subset_size=10"),
+                                            ("--inception_graph", "eval.inception_graph=10")])
+def test_fid_command_replaced_flags_name_their_override(flag, override, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        evaluation_main(["fid", "--real", "a", "--fake", "b", flag, "10"])
+    assert exit_.value.code == 2
+    assert f"{flag} is now a config override: write {override}" in capsys.readouterr().err

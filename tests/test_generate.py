@@ -1,8 +1,8 @@
 """The synthesis command on tiny freshly built networks (no training): the built-in data, folders of
 label PNGs (class ids and palette colours), resuming, VAE seeds and styles, bad files, a
-Cityscapes-layout fixture, an export and an NVlabs checkpoint."""
+Cityscapes-layout fixture, an export and an NVlabs checkpoint; its options as `eval.*` config
+overrides, and the flags they replaced."""
 
-import argparse
 import json
 import os
 import pathlib
@@ -66,8 +66,8 @@ def age(files):
 def test_builtin_data_images_page_and_scores(run_dir, tmp_path, capsys):
     graph = write_standin_graph(tmp_path / "standin.pb")
     out = tmp_path / "out"
-    argv = ["--run_dir", str(run_dir), "--out", str(out), "--batch_size", "3", "--evaluate",
-            "--extractor", "inception-2015", "--inception_graph", str(graph)]
+    argv = ["--run_dir", str(run_dir), "--out", str(out), "eval.batch_size=3", "--evaluate",
+            "eval.extractor=inception-2015", f"eval.inception_graph={graph}"]
     assert generate.main(argv) == 0
     stems = [f"val_{i:05d}" for i in range(4)]
     for kind in ("synthesized", "input_label", "real"):
@@ -169,10 +169,80 @@ def test_bad_label_files_are_named(run_dir, model, tmp_path, capsys):
         generate.label_folder(tmp_path / "empty", model.cfg)
     with pytest.raises(ValueError, match="not a VAE model"):
         generate.variants(model, seeds=[0, 1])
-    assert generate.parse_seeds("0,2,5") == [0, 2, 5]
-    for bad in ("a", "1,1", "-1", ""):
-        with pytest.raises(argparse.ArgumentTypeError, match="--seeds"):
-            generate.parse_seeds(bad)
+
+
+def record_batches(monkeypatch):
+    """Makes the models of generate.load_run record the batch size of every generator call."""
+    batches, load_run = [], generate.load_run
+
+    def recording(*args, **kwargs):
+        model = load_run(*args, **kwargs)
+        with_seed = model.signatures["with_seed"]
+
+        def counted(**inputs):
+            batches.append(len(inputs["label_map"]))
+            return with_seed(**inputs)
+
+        model.signatures["with_seed"] = counted
+        return model
+
+    monkeypatch.setattr(generate, "load_run", recording)
+    return batches
+
+
+def test_eval_options_come_from_the_runs_config_then_the_command_line(tmp_path, monkeypatch, capsys):
+    run = make_run(tmp_path / "run", overrides=["eval.batch_size=3", "eval.how_many=4"])
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    for i in range(5):
+        Image.fromarray(np.random.default_rng(i).integers(0, 8, (32, 32), dtype=np.uint8)).save(labels / f"l{i}.png")
+    batches = record_batches(monkeypatch)
+    argv = ["--run_dir", str(run), "--labels", str(labels), "--evaluate"]
+    assert generate.main(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert batches == [3, 1]  # the run's config.yaml: the first 4 layouts, 3 per generator call
+    assert json.loads((tmp_path / "a/scores.json").read_text())["segmenter"] == "builtin"  # eval.segmenter=auto
+
+    batches.clear()
+    assert generate.main(argv + ["--out", str(tmp_path / "b"), "eval.batch_size=2", "eval.how_many=0",
+                                 "eval.segmenter=none"]) == 0
+    assert batches == [2, 2, 1]
+    scores = json.loads((tmp_path / "b/scores.json").read_text())
+    assert scores["images"] == 5 and "miou" not in scores
+    assert "no segmentation scores: eval.segmenter is 'none'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.extractor=vgg", "'eval.extractor' must be one of none, inception-2015, keras-inceptionv3; got 'vgg'"),
+        ("eval.split=training", "'eval.split' must be one of train, val, test; got 'training'"),
+        ("eval.batch_size=0", "'eval.batch_size' must be >= 1; got 0"),
+        ("eval.seeds=[1,1]", "'eval.seeds' must be distinct non-negative integers"),
+        ("eval.seeds=0,1", "'eval.seeds' must be a list"),
+    ],
+)
+def test_bad_eval_options_are_named(run_dir, tmp_path, override, message, capsys):
+    assert generate.main(["--run_dir", str(run_dir), "--out", str(tmp_path), override]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "images").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, override",
+    [
+        ("--batch_size", "4", "eval.batch_size=4"),
+        ("--precision", "bfloat16", "export.precision=bfloat16"),
+        ("--split", "val", "eval.split=val"),
+        ("--seeds", "0,1", "eval.seeds=[0,1]"),
+        ("--segmenter", "builtin", "eval.segmenter=builtin"),
+        ("--weights", "w.h5", "eval.keras_inception_weights=w.h5"),
+    ],
+)
+def test_replaced_flags_name_their_override(flag, value, override, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        generate.main(["--run_dir", "anywhere", flag, value])
+    assert exit_.value.code == 2
+    assert f"{flag} is now a config override: write {override}" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -197,7 +267,7 @@ def test_vae_seeds_and_style(tmp_path):
     synthesize(vae, out, how_many=1, columns=[style])
     styled = read(out / "images/synthesized/val_00000_style_sunset.png").astype(int)
     assert np.abs(styled - seed0).mean() > 1.0
-    with pytest.raises(ValueError, match="either --seeds or --style"):
+    with pytest.raises(ValueError, match="either eval.seeds or --style"):
         generate.variants(vae, seeds=[0], style=photo)
 
 
@@ -226,7 +296,7 @@ def test_cityscapes_layout_dataset(tmp_path):
     root = write_cityscapes(tmp_path / "cityscapes")
     run = make_run(tmp_path / "city", "cityscapes", ["data.crop_size=64", "model.num_upsampling_layers=normal"])
     out = tmp_path / "out"
-    argv = ["--run_dir", str(run), "--config", "cityscapes", f"data.dataroot={root}", "--split", "val",
+    argv = ["--run_dir", str(run), "--config", "cityscapes", f"data.dataroot={root}", "eval.split=val",
             "--out", str(out)]
     assert generate.main(argv) == 0
     stems = ["aachen_000000_000019_gtFine_labelIds", "bochum_000001_000019_gtFine_labelIds"]
@@ -239,7 +309,7 @@ def test_cityscapes_layout_dataset(tmp_path):
 
 
 @pytest.mark.slow
-def test_saved_model_gives_the_run_folders_images(run_dir, model, tmp_path):
+def test_saved_model_gives_the_run_folders_images(run_dir, model, tmp_path, capsys):
     from spade_tf.export import export_model
 
     cfg, generator, _ = restore_networks(run_dir)
@@ -254,7 +324,10 @@ def test_saved_model_gives_the_run_folders_images(run_dir, model, tmp_path):
     for i in range(3):
         served, keras_path = (read(tmp_path / f"{kind}/images/synthesized/l{i}.png") for kind in ("served", "keras"))
         np.testing.assert_array_equal(served, keras_path)
-    assert generate.main(argv + ["--precision", "bfloat16"]) == 2
+    for key, value in (("export.precision", "bfloat16"), ("model.ngf", "8")):  # the export's own
+        assert generate.main(argv + [f"{key}={value}"]) == 2
+        err = capsys.readouterr().err
+        assert key in err and "an export's networks and precision are fixed" in err
 
 
 @pytest.mark.slow
@@ -265,7 +338,7 @@ def test_nvlabs_checkpoint(tmp_path):
     Image.fromarray((np.arange(64)[None, :] // 13 * np.ones((64, 1))).astype(np.uint8)).save(folder / "stripes.png")
     out = tmp_path / "out"
     argv = ["--nvlabs_dir", str(fixture), "--opt", str(fixture / "options.txt"), "--labels", str(folder),
-            "--seeds", "0,1", "--out", str(out)]
+            "eval.seeds=[0,1]", "--out", str(out)]
     assert generate.main(argv) == 0
     seed0, seed1 = (read(out / f"images/synthesized/stripes_seed{k}.png").astype(int) for k in (0, 1))
     assert seed0.shape == (64, 64, 3) and np.abs(seed0 - seed1).mean() > 0.5
@@ -286,7 +359,7 @@ def test_mixed_bfloat16_synthesis_is_close_to_float32(tmp_path):
     save_imported(run, cfg, generator)
     images = {}
     for precision in ("float32", "bfloat16"):
-        model = generate.load_run(run, precision=precision)
+        model = generate.load_run(run, overrides=[f"export.precision={precision}"])
         synthesize(model, tmp_path / precision, batch_size=4)
         images[precision] = np.stack([read(p) for p in sorted((tmp_path / precision / "images/synthesized").iterdir())])
     fp32, bf16 = (images[p].astype(float) for p in ("float32", "bfloat16"))

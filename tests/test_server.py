@@ -26,6 +26,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import batching, predict, server as server_module
 from serving.errors import ServingError, from_op_error
 from serving.server import ModelServer
+from spade_tf.config import ServeConfig
 from tests.serving_fixtures import instance_edges, palette, seeded_noise, write_standin_model
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -420,6 +421,61 @@ def test_config_file_keeps_two_versions_with_labels_and_reloads(tmp_path):
                      "Unrecognized servable version label: canary")
 
 
+def test_config_file_polling_applies_changes_and_keeps_serving_through_bad_ones(tmp_path, caplog):
+    base = tmp_path / "spade"
+    write_standin_model(base, 1)
+    write_standin_model(base, 2)
+    config_file = tmp_path / "models.config"
+    config_file.write_text(text_format.MessageToString(model_config(base, "specific { versions: 1 }")))
+    with running(model_config_file=config_file, model_config_file_poll_wait_seconds=0.1, enable_batching=False,
+                 file_system_poll_wait_seconds=0) as (_, stub, model_stub):
+        assert stub.Predict(make_request(label_map=GOOD)).model_spec.version.value == 1
+        config_file.write_text(text_format.MessageToString(
+            model_config(base, "specific { versions: 2 }", [("stable", 2)])))
+        wait_for(lambda: status_of(model_stub) == {1: (State.END, 0, ""), 2: (State.AVAILABLE, 0, "")})
+        assert stub.Predict(make_request(label="stable", label_map=GOOD)).model_spec.version.value == 2
+
+        config_file.write_text("model_config_list { config { name: ")
+        wait_for(lambda: f"cannot read model config file {config_file}" in caplog.text)
+        config_file.write_text(text_format.MessageToString(model_config(tmp_path / "nope", "all {}")))
+        wait_for(lambda: "Could not find base path" in caplog.text)
+        config_file.unlink()
+        wait_for(lambda: "No such file" in caplog.text)
+        assert stub.Predict(make_request(label="stable", label_map=GOOD)).model_spec.version.value == 2
+        assert status_of(model_stub)[2] == (State.AVAILABLE, 0, "")
+
+
+def test_flags_default_to_serve_config_and_a_config_file_sets_them(tmp_path, capsys):
+    assert server_module.parse_args([]) == ServeConfig()
+    assert server_module.parse_args(["--config", "synthetic"]) == ServeConfig()
+    stock = server_module.parse_args([  # a tensorflow_model_server command line
+        "--port=8500", "--rest_api_port=8501", "--model_name=spade", "--model_base_path=/models/spade",
+        "--model_config_file_poll_wait_seconds=60", "--file_system_poll_wait_seconds=2", "--enable_batching=false"])
+    assert (stock.rest_api_port, stock.model_base_path, stock.model_config_file_poll_wait_seconds,
+            stock.file_system_poll_wait_seconds, stock.enable_batching) == (8501, "/models/spade", 60.0, 2.0, False)
+
+    preset = tmp_path / "serving.yaml"
+    preset.write_text(yaml.safe_dump({"serve": {"port": 9000, "rest_api_port": 9001, "max_batch_size": 4,
+                                                "enable_batching": False}}))
+    config = server_module.parse_args(["--config", str(preset), "serve.max_batch_size=16", "--port", "8500"])
+    assert (config.port, config.rest_api_port, config.max_batch_size, config.enable_batching) == (8500, 9001, 16, False)
+
+    for argv, message in [(["model.ngf=4"], "the server reads only the serve section"),
+                          (["serve.prot=1"], "unknown config key 'serve.prot'"),
+                          (["--config", "nope"], "no preset named 'nope'"),
+                          (["--max_batch_size", "0"], "'serve.max_batch_size' must be >= 1; got 0")]:
+        with pytest.raises(SystemExit) as info:
+            server_module.parse_args(argv)
+        assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_max_batch_size_flag_without_a_batching_file(base):
+    with running(model_base_path=base, max_batch_size=2, file_system_poll_wait_seconds=0) as (server, stub, _):
+        expect_error(lambda: stub.Predict(make_request(label_map=labels_image(3, 8, 8))), Code.INVALID_ARGUMENT,
+                     "Task size 3 is larger than maximum batch size 2")
+        assert image_of(stub.Predict(make_request(label_map=labels_image(2, 8, 8)))).shape[0] == 2
+
+
 def test_start_errors_are_clear(tmp_path):
     with pytest.raises(ServingError, match="Could not find base path"):
         ModelServer(model_base_path=tmp_path / "nope", port=0).start()
@@ -429,6 +485,10 @@ def test_start_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="bad.txt"):
         ModelServer(model_base_path=tmp_path, batching_parameters_file=tmp_path / "bad.txt")
     assert server_module.main(["--model_base_path", str(tmp_path / "nope"), "--port", "0"]) == 1
+    with pytest.raises(ValueError, match="--port and --rest_api_port are both 9000"):
+        ModelServer(model_base_path=tmp_path, port=9000, rest_api_port=9000)
+    with pytest.raises(TypeError, match="rest_port"):
+        ModelServer(model_base_path=tmp_path, rest_port=8501)
 
 
 @pytest.mark.slow

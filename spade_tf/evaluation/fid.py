@@ -24,9 +24,10 @@ import typing
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from spade_tf.config import EvalConfig
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-KID_SUBSETS = 100  # the usual defaults (torch-fidelity, clean-fid)
-KID_SUBSET_SIZE = 1000
+KID_SUBSETS, KID_SUBSET_SIZE, BATCH_SIZE = EvalConfig.kid_subsets, EvalConfig.kid_subset_size, EvalConfig.batch_size
 
 
 def _features(features, name="features") -> np.ndarray:
@@ -134,7 +135,7 @@ def read_rgb(path) -> np.ndarray:
         raise ValueError(f"{path} is not a readable image: {e}") from None
 
 
-def extract_features(paths, extractor, batch_size=50) -> np.ndarray:
+def extract_features(paths, extractor, batch_size=BATCH_SIZE) -> np.ndarray:
     """Features [N, D] of image files, in batches of up to `batch_size` images of one size.
 
     Every image counts (the original code drops the last partial batch; that is not copied).
@@ -166,7 +167,9 @@ def _paths(files_or_folder):
     return paths
 
 
-def fid_kid(real, fake, extractor, batch_size=50, kid_subsets=KID_SUBSETS, kid_subset_size=KID_SUBSET_SIZE) -> dict:
+def fid_kid(
+    real, fake, extractor, batch_size=BATCH_SIZE, kid_subsets=KID_SUBSETS, kid_subset_size=KID_SUBSET_SIZE
+) -> dict:
     """{"fid", "kid", "kid_std", "num_real", "num_fake"} between two image sets.
 
     `real` and `fake` are folders or lists of image files; `extractor` maps uint8 [N, H, W, 3] to [N, D].

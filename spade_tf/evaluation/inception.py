@@ -50,7 +50,7 @@ class Inception2015:
 
     name = "inception-2015"
 
-    def __init__(self, graph_path, option="--inception_graph"):
+    def __init__(self, graph_path, option="eval.inception_graph"):
         what = f"Inception graph ({GRAPH_FILE} from {GRAPH_ARCHIVE})"
         path = _local_file(graph_path, option, what)
         graph_def = tf.compat.v1.GraphDef()
@@ -96,7 +96,7 @@ class KerasInceptionV3:
 
     name = "keras-inceptionv3"
 
-    def __init__(self, weights_path, option="--weights"):
+    def __init__(self, weights_path, option="eval.keras_inception_weights"):
         import keras
 
         path = _local_file(weights_path, option, f"Keras InceptionV3 weights file (e.g. {KERAS_WEIGHTS_FILE})")
@@ -118,10 +118,11 @@ class KerasInceptionV3:
         return self._features(tf.constant(images, tf.float32)).numpy().astype(np.float64)
 
 
-def build_extractor(name: str, inception_graph=None, weights=None):
-    """An extractor by name: "inception-2015" (needs `inception_graph`) or "keras-inceptionv3" (needs `weights`)."""
+def build_extractor(name: str, inception_graph="", keras_inception_weights=""):
+    """An extractor by name (the `eval` config's fields): "inception-2015" (needs `inception_graph`) or
+    "keras-inceptionv3" (needs `keras_inception_weights`)."""
     if name == "inception-2015":
         return Inception2015(inception_graph)
     if name == "keras-inceptionv3":
-        return KerasInceptionV3(weights)
+        return KerasInceptionV3(keras_inception_weights)
     raise ValueError(f"unknown feature extractor {name!r}; expected one of {', '.join(EXTRACTORS)}")

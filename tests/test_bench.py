@@ -318,6 +318,16 @@ def test_bf16_accuracy_compares_two_precisions():
     assert result["snr_db"] == pytest.approx(result["psnr_db"] - 20 * math.log10(2 / result["fp32_output_std"]))
 
 
+def test_bf16_accuracy_on_a_trained_model(tiny_run):
+    from bench.bench_inference import bf16_accuracy_trained
+
+    result = bf16_accuracy_trained(str(tiny_run), samples=4)
+    assert result["image_size"] == [64, 64] and result["samples"] == 4
+    assert 0 < result["max_abs_diff"] < 0.1  # bf16 really ran, and stays close
+    assert 30 < result["psnr_db"] < math.inf and 30 < result["psnr_uint8_db"]
+    assert result["fp32_output_std"] > 0.1  # a trained model's images are not flat
+
+
 @pytest.mark.slow
 def test_savedmodel_vs_keras_same_images():
     from bench.bench_inference import savedmodel_vs_keras
@@ -340,7 +350,9 @@ def test_inference_module_quick_on_tiny_networks():
     speed = [row for row in rows if row["unit"] == "images/s" and row.get("dtype")]
     assert [row["dtype"] for row in speed] == ["float32", "bfloat16"]
     assert all(row["peak_rss_mib"] > 0 and "gflops" not in row for row in speed)  # no FLOPs for tiny nets
-    assert sum(row["unit"] == "dB" for row in rows) == 3
+    assert sum(row["unit"] == "dB" for row in rows) == 5
+    trained = [row for row in rows if row["unit"] == "dB" and "target" in row]
+    assert len(trained) == 2 and all("trained model" in row["name"] for row in trained)
     assert any(row["unit"] == "x" and row["target"] == {"max": 1.05} for row in rows)
 
 

@@ -41,7 +41,6 @@ class DataConfig:
     max_dataset_size: int = 0  # 0 = all
     on_bad_file: str = "stop"  # stop | skip
     synthetic_size: int = 1000  # samples per epoch of the built-in dataset
-    shuffle_buffer: int = 256
     seed: int = 0
 
 
@@ -224,7 +223,7 @@ def _in_unit_interval():
 
 
 RANGES = {  # key -> (what the value must be, test); fields not named take any value of their type
-    **{f"data.{n}": _at_least(1) for n in ("label_nc", "load_size", "crop_size", "synthetic_size", "shuffle_buffer")},
+    **{f"data.{n}": _at_least(1) for n in ("label_nc", "load_size", "crop_size", "synthetic_size")},
     "data.max_dataset_size": _at_least(0),
     "data.aspect_ratio": ("> 0", lambda v: v > 0),
     **{f"model.{n}": _at_least(1) for n in ("ngf", "ndf", "z_dim", "n_layers_D", "num_D", "resnet_kernel_size",
@@ -247,6 +246,7 @@ RANGES = {  # key -> (what the value must be, test); fields not named take any v
 RENAMED = {  # old key -> new key: configs saved by earlier versions (beside checkpoints and exports) still load
     "serve.poll_wait_seconds": "serve.file_system_poll_wait_seconds",
 }
+RETIRED = {"data.shuffle_buffer"}  # keys of earlier versions that no longer do anything: ignored when read
 
 
 def _fields(obj) -> typing.Dict[str, dataclasses.Field]:
@@ -300,6 +300,8 @@ def apply(cfg: Config, values: dict, where: str) -> None:
             fields = _fields(section)
             section_hints = typing.get_type_hints(type(section))
             for name, v in value.items():
+                if f"{key}.{name}" in RETIRED:
+                    continue
                 name = RENAMED.get(f"{key}.{name}", f"{key}.{name}").split(".", 1)[1]
                 if name not in fields:
                     raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in fields), where)

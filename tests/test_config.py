@@ -138,9 +138,11 @@ def test_every_range_names_a_numeric_field_and_accepts_its_default():
         assert isinstance(value, (int, float)) and test(value), key
 
 
-def test_a_config_saved_with_a_renamed_key_still_loads(tmp_path):
+def test_a_config_saved_with_a_renamed_or_retired_key_still_loads(tmp_path):
     old = Config().to_dict()
     old["serve"]["poll_wait_seconds"] = old["serve"].pop("file_system_poll_wait_seconds") + 4
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    old["data"]["shuffle_buffer"] = 64  # retired: ignored
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     assert load_config(str(tmp_path / "config.yaml")).serve.file_system_poll_wait_seconds == 5.0
 

@@ -138,6 +138,23 @@ def test_version_folder_and_labels_json(plain, vae):
     assert (labels["image_size"], labels["z_dim"]) == ([32, 32], 256)
 
 
+def test_pix2pixhd_labels_json_states_the_size_multiple_the_exported_model_accepts(tmp_path):
+    """2^resnet_n_downsample (here 4), not the SPADE generator's 2^5: a 36x36 layout works, 34x34 fails."""
+    cfg = load_config("synthetic", [
+        "model.netG=pix2pixhd", "model.norm_G=instance", "model.ngf=4", "model.resnet_n_downsample=2",
+        "model.resnet_n_blocks=1", "data.crop_size=32", "export.warmup_requests=0",
+    ])
+    path = export_model(cfg, build_generator(cfg), export_dir=tmp_path)
+    labels = json.loads((path / "assets.extra" / "labels.json").read_text())
+    assert labels["size_multiple"] == 4
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    for side in (36, 8):
+        maps = {"label_map": tf.zeros([1, side, side], tf.uint8), "instance_map": tf.zeros([1, side, side], tf.int32)}
+        assert serve(**maps)["image"].shape == (1, side, side, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 4"):
+        serve(label_map=tf.zeros([1, 34, 34], tf.uint8), instance_map=tf.zeros([1, 34, 34], tf.int32))
+
+
 def test_config_saved_for_provenance(plain):
     saved = load_config(str(plain.path / "assets.extra" / "config.yaml"))
     assert saved.to_dict() == plain.cfg.to_dict()

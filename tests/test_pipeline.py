@@ -34,7 +34,7 @@ def make_cfg(root, batch_size=2, **data):
     values = dict(
         dataset_mode="custom", label_dir=str(root / "labels"), image_dir=str(root / "images"),
         instance_dir=str(root / "instances"), no_instance=False, label_nc=8,
-        preprocess_mode="resize_and_crop", load_size=40, crop_size=32, shuffle_buffer=64,
+        preprocess_mode="resize_and_crop", load_size=40, crop_size=32,
     )
     values.update(data)
     return Config(data=DataConfig(**values), train=TrainConfig(batch_size=batch_size))
@@ -77,13 +77,115 @@ def test_same_seed_same_batches_and_each_epoch_reshuffled(tmp_path):
             np.testing.assert_array_equal(a[key], b[key])
     assert sorted(ids(first)) == list(range(8))
 
-    ds = build_dataset(cfg)
-    epochs = [ids(ds) for _ in range(3)]
+    stream = ids(build_dataset(cfg, repeat=True).take(24))
+    epochs = [stream[i:i + 8] for i in range(0, 24, 8)]
+    assert epochs[0] == ids(first)  # the first epoch of the endless stream is the one-epoch dataset
     assert all(sorted(e) == list(range(8)) for e in epochs)
     assert len({tuple(e) for e in epochs}) == 3  # reshuffled every epoch, deterministically
 
     cfg.data.seed = 1
     assert ids(build_dataset(cfg)) != ids(first)
+
+
+def test_training_epochs_end_on_their_last_whole_batch_and_the_length_is_known(tmp_path):
+    cfg = make_cfg(write_samples(tmp_path, 7), batch_size=2)
+    assert int(build_dataset(cfg).cardinality()) == 3
+    stream = ids(build_dataset(cfg, repeat=True).take(9))  # 3 epochs of 3 batches
+    epochs = [stream[i:i + 6] for i in range(0, 18, 6)]
+    assert all(len(set(e)) == 6 and set(e) <= set(range(7)) for e in epochs)
+    assert len({frozenset(e) for e in epochs}) > 1  # the sample left out changes with the epoch's order
+
+
+def batches(ds):
+    return [{k: v.numpy() for k, v in b.items()} for b in ds]
+
+
+def assert_same_batches(resumed, uninterrupted):
+    assert len(resumed) == len(uninterrupted)
+    for a, b in zip(resumed, uninterrupted, strict=True):
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key])  # same samples, crops and flips
+
+
+@pytest.mark.parametrize(
+    "pipelines,replicas", [(1, 1), (1, 2), (2, 4)], ids=["one-device", "mirrored-2-replicas", "2-workers-2-replicas-each"]
+)
+def test_a_stream_started_at_a_step_continues_exactly_where_an_uninterrupted_one_is(tmp_path, pipelines, replicas):
+    """Each input pipeline (one per worker) hands a step one batch per local replica: from step k
+    its stream must be the uninterrupted stream from batch k * local replicas, across epochs."""
+    cfg = make_cfg(write_samples(tmp_path, 11), batch_size=replicas * 2)  # shards of 6 and 5 with 2 pipelines
+    local = replicas // pipelines
+    steps = 7  # more than 2 epochs of every shard
+    for pipeline in range(pipelines):
+        ctx = tf.distribute.InputContext(pipelines, pipeline, replicas)
+        uninterrupted = batches(build_dataset(cfg, "train", ctx, repeat=True).take(steps * local))
+        for k in (1, 5):  # inside the first epoch; in a later one
+            resumed = batches(build_dataset(cfg, "train", ctx, repeat=True, start_step=k).take((steps - k) * local))
+            assert_same_batches(resumed, uninterrupted[k * local:])
+        shard = range(pipeline, 11, pipelines)
+        epoch = [i for b in uninterrupted[:len(shard) // 2] for i in b["instance"].min(axis=(1, 2)) // 100]
+        assert len(set(epoch)) == len(shard) // 2 * 2 and set(epoch) <= set(shard)
+
+
+def test_a_resumed_stream_reads_no_sample_before_its_position(tmp_path):
+    cfg = make_cfg(write_samples(tmp_path, 8), batch_size=2)
+    order = ids(build_dataset(cfg, repeat=True).take(8))  # 2 epochs of 4 batches
+    uninterrupted = build_dataset(cfg, repeat=True)
+    resumed = build_dataset(cfg, repeat=True, start_step=2)  # the second half of epoch 0
+    first = order[0]
+    assert first not in order[4:8]
+    (tmp_path / "images" / f"s{first}.png").unlink()  # after the up-front file check
+    assert ids(resumed.take(2)) == order[4:8]  # never reads the first batch's files
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"image {tmp_path / 'images' / f's{first}.png'}"):
+        list(uninterrupted.take(1))
+
+
+def damage_png(path):
+    """Overwrites bytes in the middle of the PNG's image data; signature, header and IEND stay intact."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"IDAT") + 4
+    length = int.from_bytes(data[start - 8:start - 4], "big")
+    data[start + length // 2:start + length // 2 + 8] = bytes(8)
+    path.write_bytes(bytes(data))
+
+
+def damage_jpeg(path):
+    """Puts a marker with a bogus length into the middle of the JPEG's scan; SOI, headers and EOI stay intact."""
+    data = bytearray(path.read_bytes())
+    middle = (data.index(b"\xff\xda") + len(data)) // 2
+    data[middle:middle + 5] = b"\xff\xc4\x00\x03\x00"
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("role,index", [("images", 1), ("labels", 2), ("instances", 3), ("images", 4)],
+                         ids=["image", "label", "instance", "last-sample"])
+def test_a_file_damaged_in_the_middle_names_itself(tmp_path, role, index):
+    write_samples(tmp_path, 5)
+    bad = tmp_path / role / f"s{index}.png"
+    damage_png(bad)
+    cfg = make_cfg(tmp_path, batch_size=1)
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
+        list(build_dataset(cfg, "val"))  # the up-front check passes: the file's header and end marker are intact
+    message = e.value.message
+    assert f"{role[:-1]} {bad} cannot be read or decoded" in message and "Invalid PNG data" in message
+    assert "expected a complete, undamaged PNG/JPEG/BMP file" in message
+
+
+def test_a_jpeg_with_a_damaged_scan_names_itself_and_skip_drops_it_with_a_warning(tmp_path, caplog):
+    write_samples(tmp_path, 4)
+    for i in range(4):
+        image = tmp_path / "images" / f"s{i}.png"
+        Image.open(image).save(image.with_suffix(".jpg"), quality=95)
+        image.unlink()
+    bad = tmp_path / "images" / "s2.jpg"
+    damage_jpeg(bad)
+    cfg = make_cfg(tmp_path, batch_size=1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"image {bad} cannot be read or decoded"):
+        list(build_dataset(cfg, "val"))
+    cfg.data.on_bad_file = "skip"
+    assert ids(build_dataset(cfg, "val")) == [0, 1, 3]
+    assert f"skipping a sample: image {bad} cannot be read or decoded" in caplog.text
+    assert sorted(ids(build_dataset(cfg, "train", batch_size=1))) == [0, 1, 3]
 
 
 def test_each_input_pipeline_reads_its_own_shard(tmp_path):

@@ -6,13 +6,11 @@ import json
 import os
 import pickle
 import shlex
-import sys
-import types
 import zipfile
 
-import ml_dtypes
 import numpy as np
 import pytest
+from pth_helpers import STORAGE_TYPES, Parameter, Storage, Tensor, write_checkpoint  # torch.save's format
 
 from spade_tf.io.torch_pth import CheckpointError, load_state_dict
 from spade_tf.shared import shared_dir
@@ -68,80 +66,6 @@ def test_reference_spectral_norm_sigma_matches_torch():
     assert len(sigmas.files) > 10
 
 
-# ---- hand-built checkpoints, pickled the way torch.save does it -------------------------------
-
-class _Storage:
-    def __init__(self, type_name, key, values):
-        self.type_name, self.key, self.values = type_name, key, values
-
-
-class _Tensor:
-    def __init__(self, storage, offset, size, stride):
-        self.args = (storage, offset, size, stride, False, collections.OrderedDict())
-
-    def __reduce__(self):
-        return sys.modules["torch._utils"]._rebuild_tensor_v2, self.args
-
-
-class _Parameter:
-    def __init__(self, tensor):
-        self.tensor = tensor
-
-    def __reduce__(self):
-        return sys.modules["torch._utils"]._rebuild_parameter, (self.tensor, True, collections.OrderedDict())
-
-
-class _Pickler(pickle.Pickler):
-    """Writes storages as torch does: persistent id ('storage', <torch.XStorage>, key, location, numel)."""
-
-    def __init__(self, file, protocol):
-        super().__init__(file, protocol=protocol)
-        self.storages = {}
-
-    def persistent_id(self, obj):
-        if not isinstance(obj, _Storage):
-            return None
-        self.storages[obj.key] = obj.values
-        return ("storage", getattr(sys.modules["torch"], obj.type_name), obj.key, "cpu", obj.values.size)
-
-
-def _fake_torch(monkeypatch):
-    """Stand-ins registered as torch globals, so pickle writes the names torch writes."""
-    torch, utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
-    for name in _STORAGE_TYPES:
-        setattr(torch, name, type(name, (), {"__module__": "torch"}))
-    for name in ["_rebuild_tensor_v2", "_rebuild_parameter"]:
-        func = lambda *args: None  # noqa: E731 (never called: only its name is pickled)
-        func.__module__, func.__qualname__ = "torch._utils", name
-        setattr(utils, name, func)
-    monkeypatch.setitem(sys.modules, "torch", torch)
-    monkeypatch.setitem(sys.modules, "torch._utils", utils)
-
-
-def _write_checkpoint(path, obj, byteorder="little", protocol=2, records=None):
-    """A zip laid out like torch.save's; `records` (key -> bytes) replaces the pickled storages."""
-    with pytest.MonkeyPatch.context() as monkeypatch, zipfile.ZipFile(path, "w") as archive:
-        _fake_torch(monkeypatch)
-        with archive.open("archive/data.pkl", "w") as f:
-            pickler = _Pickler(f, protocol)
-            pickler.dump(obj)
-        archive.writestr("archive/byteorder", byteorder)
-        archive.writestr("archive/version", "3\n")
-        if records is None:
-            swap = byteorder != sys.byteorder
-            records = {k: (v.byteswap() if swap else v).tobytes() for k, v in pickler.storages.items()}
-        for key, data in records.items():
-            archive.writestr(f"archive/data/{key}", data)
-    return path
-
-
-_STORAGE_TYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}
-
-
 def _strided(flat, offset, size, stride):
     """What a torch view with this layout holds, element by element."""
     out = np.empty(size, flat.dtype)
@@ -160,13 +84,13 @@ def test_strided_offset_and_shared_storages(tmp_path):
         "broadcast": (7, (3, 2), (0, 1)),
         "empty": (3, (0, 5), (5, 1)),
     }
-    storage = _Storage("FloatStorage", "0", flat)  # one storage shared by every view
-    state = collections.OrderedDict((k, _Tensor(storage, *v)) for k, v in layouts.items())
-    state["scalar"] = _Tensor(_Storage("LongStorage", "1", np.array([42, 7])), 1, (), ())
-    state["parameter"] = _Parameter(_Tensor(storage, 1, (2,), (10,)))
+    storage = Storage("FloatStorage", "0", flat)  # one storage shared by every view
+    state = collections.OrderedDict((k, Tensor(storage, *v)) for k, v in layouts.items())
+    state["scalar"] = Tensor(Storage("LongStorage", "1", np.array([42, 7])), 1, (), ())
+    state["parameter"] = Parameter(Tensor(storage, 1, (2,), (10,)))
     state._metadata = collections.OrderedDict({"": {"version": 1}})
 
-    loaded = load_state_dict(_write_checkpoint(tmp_path / "strided.pth", state))
+    loaded = load_state_dict(write_checkpoint(tmp_path / "strided.pth", state))
     expected = {k: _strided(flat, *v) for k, v in layouts.items()}
     np.testing.assert_array_equal(expected["transposed"], flat[:12].reshape(3, 4).T)
     assert list(loaded) == [*layouts, "scalar", "parameter"]
@@ -180,11 +104,11 @@ def test_strided_offset_and_shared_storages(tmp_path):
 
 @pytest.mark.parametrize("byteorder", ["little", "big"])
 def test_storage_types_and_byte_order(tmp_path, byteorder):
-    values = {name: np.array([0, 1, -2.5, 3, 100]).astype(dtype) for name, dtype in _STORAGE_TYPES.items()}
-    state = {name: _Tensor(_Storage(name, str(i), v), 0, (5,), (1,)) for i, (name, v) in enumerate(values.items())}
-    loaded = load_state_dict(_write_checkpoint(tmp_path / "types.pth", state, byteorder))
+    values = {name: np.array([0, 1, -2.5, 3, 100]).astype(dtype) for name, dtype in STORAGE_TYPES.items()}
+    state = {name: Tensor(Storage(name, str(i), v), 0, (5,), (1,)) for i, (name, v) in enumerate(values.items())}
+    loaded = load_state_dict(write_checkpoint(tmp_path / "types.pth", state, byteorder))
     for name, value in values.items():
-        assert loaded[name].dtype == np.dtype(_STORAGE_TYPES[name]), name
+        assert loaded[name].dtype == np.dtype(STORAGE_TYPES[name]), name
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
 
 
@@ -204,7 +128,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, protocol, where):
     marker = tmp_path / "pwned"
     evil = _Evil(marker)
     obj = evil if where == "top" else {"weight": evil}
-    path = _write_checkpoint(tmp_path / "evil.pth", obj, protocol=protocol)
+    path = write_checkpoint(tmp_path / "evil.pth", obj, protocol=protocol)
     with pytest.raises(CheckpointError, match=r"refusing to load '(os|posix)\.system' from .*evil\.pth"):
         load_state_dict(path)
     assert not marker.exists()
@@ -227,18 +151,18 @@ def test_forbidden_globals(tmp_path, module, name):
 
 
 def test_not_a_state_dict(tmp_path):
-    weight = _Tensor(_Storage("FloatStorage", "0", np.zeros(4, np.float32)), 0, (4,), (1,))
-    path = _write_checkpoint(tmp_path / "training.pth", {"epoch": 3, "state_dict": {"w": weight}})
+    weight = Tensor(Storage("FloatStorage", "0", np.zeros(4, np.float32)), 0, (4,), (1,))
+    path = write_checkpoint(tmp_path / "training.pth", {"epoch": 3, "state_dict": {"w": weight}})
     with pytest.raises(CheckpointError, match=r"training\.pth: expected a state dict .*'epoch' -> int"):
         load_state_dict(path)
-    path = _write_checkpoint(tmp_path / "list.pth", [weight])
+    path = write_checkpoint(tmp_path / "list.pth", [weight])
     with pytest.raises(CheckpointError, match=r"list\.pth: expected a state dict .*found list"):
         load_state_dict(path)
 
 
 def test_non_torch_and_damaged_files(tmp_path):
     flat = np.arange(6, dtype=np.float32)
-    good = _write_checkpoint(tmp_path / "good.pth", {"w": _Tensor(_Storage("FloatStorage", "0", flat), 0, (6,), (1,))})
+    good = write_checkpoint(tmp_path / "good.pth", {"w": Tensor(Storage("FloatStorage", "0", flat), 0, (6,), (1,))})
     np.testing.assert_array_equal(load_state_dict(good)["w"], flat)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -263,8 +187,8 @@ def test_bad_storages(tmp_path):
     flat = np.arange(6, dtype=np.float32)
 
     def checkpoint(name, layout, records):
-        state = {"w": _Tensor(_Storage("FloatStorage", "0", flat), *layout)}
-        return _write_checkpoint(tmp_path / name, state, records=records)
+        state = {"w": Tensor(Storage("FloatStorage", "0", flat), *layout)}
+        return write_checkpoint(tmp_path / name, state, records=records)
 
     with pytest.raises(CheckpointError, match=r"missing\.pth: missing storage record 'archive/data/0'"):
         load_state_dict(checkpoint("missing.pth", (0, (6,), (1,)), {}))

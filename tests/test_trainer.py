@@ -166,3 +166,27 @@ def test_short_run_follows_the_layout(tiny_run):
     untrained = layout_miou(cfg, build_generator(cfg))
     assert (run / "samples" / "step_200.png").is_file()
     assert trained > 0.45 and trained > untrained + 0.3, (untrained, trained)  # measured: 0.03 -> 0.66
+
+
+def test_a_resumed_run_is_fed_the_batches_an_uninterrupted_run_is(tmp_path):
+    """Stopped at step 4, in the second epoch of 3 batches, and resumed to step 8: the same batch at every step."""
+    from fed_batches import resume_overrides, train_recorded
+
+    def config(name, steps):
+        return load_config("synthetic", resume_overrides(tmp_path, f"name={name}", f"train.max_steps={steps}"))
+
+    uninterrupted = train_recorded(config("uninterrupted", 8))
+    first = train_recorded(config("resumed", 4))
+    resumed = train_recorded(config("resumed", 8))
+    assert sorted(first) == [(s, 0) for s in range(4)] and sorted(resumed) == [(s, 0) for s in range(4, 8)]
+    assert {**first, **resumed} == uninterrupted
+    assert len(set(uninterrupted.values())) > 3  # the batches differ, so the comparison can fail
+
+
+@pytest.mark.slow
+def test_a_resumed_run_feeds_two_replicas_the_batches_of_an_uninterrupted_run(tmp_path):
+    """MirroredStrategy on 2 logical CPUs (a subprocess: logical devices are set once per process)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, str(HERE / "fed_batches.py"), str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]

@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_torch_pth import _Storage, _Tensor, _write_checkpoint  # torch.save's format, without torch
+from pth_helpers import Storage, Tensor, write_checkpoint  # torch.save's format, without torch
 
 from spade_tf.config import Config
 from spade_tf.io.torch_pth import CheckpointError
@@ -60,8 +60,8 @@ def _write_torch(path, arrays):
     state = {}
     for i, (key, value) in enumerate(arrays.items()):
         strides = [int(np.prod(value.shape[d + 1:])) for d in range(value.ndim)]
-        state[key] = _Tensor(_Storage("FloatStorage", str(i), value.ravel()), 0, value.shape, tuple(strides))
-    return _write_checkpoint(path, state)
+        state[key] = Tensor(Storage("FloatStorage", str(i), value.ravel()), 0, value.shape, tuple(strides))
+    return write_checkpoint(path, state)
 
 
 def test_structure_and_parameter_count_match_torchvision(vgg):

@@ -291,6 +291,8 @@ def labels_json(cfg) -> dict:
         "use_vae": model.use_vae,
         "z_dim": model.z_dim,
         "image_size": list(cfg.image_size),
-        "size_multiple": 2 ** num_upsamplings(model.num_upsampling_layers),
+        "size_multiple": 2 ** (  # the generator's size_multiple, which the exported model checks
+            model.resnet_n_downsample if model.netG == "pix2pixhd" else num_upsamplings(model.num_upsampling_layers)
+        ),
         "aspect_ratio": data.aspect_ratio,
     }

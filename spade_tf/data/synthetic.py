@@ -243,26 +243,26 @@ def synthetic_sample(index: int, seed: int, height: int, width: int) -> dict:
     return {"label": label.numpy().astype(np.uint8), "instance": instance.numpy(), "image": image.numpy()}
 
 
-def synthetic_dataset(
-    num_samples: int, seed: int, height: int, width: int, shard=(1, 0), shuffle_seed=None
-) -> tf.data.Dataset:
-    """Samples 0..num_samples-1 of `seed`, in order, one per element, not batched, not shuffled.
-
-    Elements: {"label": int32 [H, W], "instance": int32 [H, W], "image": float32 [H, W, 3] in [-1, 1]};
-    the image is `synthetic_sample`'s uint8 photo scaled by 1/127.5 - 1, as a photo read from disk.
-    `shard=(n, i)` keeps every n-th index from i (each input pipeline draws only its own samples);
-    `shuffle_seed` shuffles the indices, reshuffled every epoch, before any sample is drawn.
-    """
+def sample_fn(seed: int, height: int, width: int):
+    """A TF function int64 index -> sample `index` of `seed` as a dataset element (see `synthetic_dataset`)."""
     _check_size(height, width)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
-        raise ValueError(f"num_samples must be a non-negative integer, got {num_samples!r}")
     seed = tf.constant(seed, tf.int64)
 
     def draw(index):
         label, instance, image = _landscape(index, seed, int(height), int(width))
         return {"label": label, "instance": instance, "image": tf.cast(image, tf.float32) / 127.5 - 1.0}
 
-    indices = tf.data.Dataset.range(num_samples).shard(*shard)
-    if shuffle_seed is not None:
-        indices = indices.shuffle(num_samples, seed=shuffle_seed, reshuffle_each_iteration=True)
-    return indices.map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return draw
+
+
+def synthetic_dataset(num_samples: int, seed: int, height: int, width: int) -> tf.data.Dataset:
+    """Samples 0..num_samples-1 of `seed`, in order, one per element, not batched, not shuffled.
+
+    Elements: {"label": int32 [H, W], "instance": int32 [H, W], "image": float32 [H, W, 3] in [-1, 1]};
+    the image is `synthetic_sample`'s uint8 photo scaled by 1/127.5 - 1, as a photo read from disk.
+    The input pipeline draws the samples of its own order with `sample_fn`.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 0:
+        raise ValueError(f"num_samples must be a non-negative integer, got {num_samples!r}")
+    draw = sample_fn(seed, height, width)
+    return tf.data.Dataset.range(num_samples).map(draw, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

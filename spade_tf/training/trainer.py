@@ -30,8 +30,9 @@ samples and is what export uses. A NaN or infinite loss stops the run before any
 
 Resume: the default when the run folder holds a checkpoint; networks, optimizers (with their
 iteration counts) and the step are restored, and the learning rate is a function of the step. The
-input pipeline restarts its seeded order (its position inside an epoch is not saved: that would
-mean storing the shuffle buffer or re-reading up to an epoch of data).
+input pipeline starts at the step's data position (its epoch and the batch inside it: the order is
+a function of the position, `spade_tf.data.order`), so a resumed run is fed the batches an
+uninterrupted run would have been fed, on every replica and worker.
 """
 
 import functools
@@ -296,10 +297,11 @@ class Trainer:
         self._ran.add(step)
         return {k: float(v) for k, v in logs.items()}
 
-    def distributed_dataset(self, split="train"):
-        """The repeated training data, each input pipeline reading its own shard."""
+    def distributed_dataset(self, split="train", start_step=0):
+        """The repeated training data from the data position of `start_step`, each input pipeline
+        reading its own shard."""
         return self.strategy.distribute_datasets_from_function(
-            lambda ctx: pipeline.build_dataset(self.cfg, split, ctx).repeat()
+            lambda ctx: pipeline.build_dataset(self.cfg, split, ctx, repeat=True, start_step=start_step)
         )
 
     # --- samples -------------------------------------------------------------------------
@@ -392,7 +394,7 @@ class Trainer:
 
     def _loop(self, step, manager, writer, directory):
         t = self.cfg.train
-        iterator = iter(self.distributed_dataset())
+        iterator = iter(self.distributed_dataset(start_step=step))
         samples = self._sample_batch() if self.is_chief else None
         names = list(GENERATOR_LOSSES + DISCRIMINATOR_LOSSES)
         progbar = keras.utils.Progbar(

@@ -330,7 +330,7 @@ def run(quick: bool = False, overrides=()) -> list:
     ]
     for precision in ("float32",) if quick else tuple(PRECISIONS):
         export, _ = run_in_child(savedmodel_vs_keras, "ade20k", precision, 2 if quick else 7, tuple(overrides))
-        case = f"{label} {PRECISIONS[precision]} batch 1"
+        case = f"{SETTINGS['ade20k'].label} {PRECISIONS[precision]} batch 1"
         rows += [
             {"name": f"inference/exported SavedModel in-process, {case}", "value": export["savedmodel_images_per_s"],
              "unit": "images/s"},

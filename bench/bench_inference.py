@@ -279,10 +279,11 @@ def savedmodel_vs_keras(setting: str, precision: str, pairs: int, overrides=()) 
 # --- rows ------------------------------------------------------------------------------------------
 
 
-def run(quick: bool = False, overrides=()) -> list:
+def run(quick: bool = False, overrides=(), trained_run=None) -> list:
     """All measurements as result rows. `quick`: ADE20K only, batch 1, fewer repeats. `overrides`
     (config `section.field=value`, for tests) change the networks; then no FLOPs or reference
-    figures apply."""
+    figures apply. `trained_run`: a run folder to judge bf16 on instead of training the `TRAINED`
+    model here (tests pass one they already have)."""
     settings = ("ade20k",) if quick else tuple(SETTINGS)
     batches = (1,) if quick else (1, 4)
     repeats = 2 if quick else 5
@@ -307,11 +308,15 @@ def run(quick: bool = False, overrides=()) -> list:
                     rows.append(row)
             os.remove(path)
 
-    steps = TRAINED_STEPS[quick]
-    with tempfile.TemporaryDirectory(prefix="spade-bench-trained-") as tmp:
-        run_dir, _ = run_in_child(train_small_model, tmp, steps)
-        trained, _ = run_in_child(bf16_accuracy_trained, run_dir)
-    case = f"trained model (built-in data {'x'.join(map(str, trained['image_size']))}, ngf 16, {steps} steps)"
+    if trained_run is None:
+        steps = TRAINED_STEPS[quick]
+        with tempfile.TemporaryDirectory(prefix="spade-bench-trained-") as tmp:
+            run_dir, _ = run_in_child(train_small_model, tmp, steps)
+            trained, _ = run_in_child(bf16_accuracy_trained, run_dir)
+        case = f"trained model (built-in data {'x'.join(map(str, trained['image_size']))}, ngf 16, {steps} steps)"
+    else:
+        trained, _ = run_in_child(bf16_accuracy_trained, str(trained_run))
+        case = f"trained model ({trained_run})"
     rows += [
         {"name": f"inference/bf16 vs fp32 PSNR, {case}", "value": trained["psnr_db"], "unit": "dB",
          "target": {"min": TARGET_PSNR_DB}, **trained},

@@ -342,10 +342,10 @@ def test_savedmodel_vs_keras_same_images():
 
 
 @pytest.mark.slow
-def test_inference_module_quick_on_tiny_networks():
+def test_inference_module_quick_on_tiny_networks(tiny_run):
     from bench import bench_inference
 
-    rows = bench_inference.run(quick=True, overrides=TINY)
+    rows = bench_inference.run(quick=True, overrides=TINY, trained_run=tiny_run)
     runner.check_rows(rows, "bench.bench_inference")
     speed = [row for row in rows if row["unit"] == "images/s" and row.get("dtype")]
     assert [row["dtype"] for row in speed] == ["float32", "bfloat16"]

@@ -15,6 +15,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import logging
+import os
 import pathlib
 import signal
 import sys
@@ -174,10 +175,8 @@ class ModelServer:
             self._config = config_for_model(c.model_name, str(c.model_base_path))
         else:
             raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
-        if c.max_pixels < 1:
-            raise ValueError(f"--max_pixels must be >= 1, got {c.max_pixels}")
-        if c.rest_api_max_body_bytes < 1:
-            raise ValueError(f"--rest_api_max_body_bytes must be >= 1, got {c.rest_api_max_body_bytes}")
+        values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in dataclasses.asdict(c).items()}
+        apply(Config(), {"serve": values}, "ModelServer")  # the config's type and range checks (paths as str)
         if not 0 <= c.rest_api_port <= 65535 or not 0 <= c.port <= 65535:
             raise ValueError(f"ports go from 0 to 65535, got --port {c.port} and --rest_api_port {c.rest_api_port}")
         if c.rest_api_port and c.rest_api_port == c.port:

@@ -601,3 +601,13 @@ def test_runtime_errors_lose_tf_python_frames():
     assert error.message == "assertion failed: [label_map values must be < 4]\n\t [[{{node assert}}]]"
     plain = from_op_error(tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"))
     assert (plain.code, plain.message) == (Code.RESOURCE_EXHAUSTED, "OOM when allocating")
+
+
+def test_server_options_are_checked_as_the_config_checks_them(base):
+    from spade_tf.config import ConfigError
+
+    for flags, message in [({"max_pixels": 0}, "'serve.max_pixels' must be >= 1; got 0"),
+                           ({"rest_api_max_body_bytes": -1}, "'serve.rest_api_max_body_bytes' must be >= 1; got -1"),
+                           ({"max_batch_size": "8"}, "'serve.max_batch_size' must be of type int")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            server_module.ModelServer(model_base_path=str(base), **flags)

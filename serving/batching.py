@@ -135,13 +135,25 @@ class BatchScheduler:
             self._draining = True
             self._cond.notify_all()
 
-    def close(self):
-        """Refuse new requests, run the queued ones, stop the threads."""
+    def close(self, timeout=None):
+        """Refuse new requests and stop the threads: queued batches run, for up to `timeout` seconds (None:
+        until all have run); those still queued then fail with UNAVAILABLE, and a batch still computing is
+        left to its (daemon) thread."""
         with self._cond:
             self._closed = self._draining = True
             self._cond.notify_all()
+        end = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
+        with self._cond:
+            left = [task for batches in self._queues.values() for batch in batches for task in batch.tasks]
+            self._queues.clear()
+            self._cond.notify_all()
+        for task in left:
+            task.error = ServingError(grpc.StatusCode.UNAVAILABLE, "The server stopped before this request ran")
+            task.done.set()
+        if left:
+            log.warning("Stopping: %d queued request(s) answered UNAVAILABLE", len(left))
 
     def _work(self):
         while True:

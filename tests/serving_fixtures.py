@@ -187,3 +187,22 @@ def _edges(instance_map):
     no_row = tf.zeros_like(dy[:, :1, :])
     return (tf.concat([no_col, dx], 2) | tf.concat([dx, no_col], 2)
             | tf.concat([no_row, dy], 1) | tf.concat([dy, no_row], 1))
+
+
+def write_slow_model(base_path, version=1):
+    """A SavedModel whose one signature takes `label_map` uint8 [B, H, W] and `milliseconds` int64 [B],
+    sleeps the largest of those (inside TensorFlow, where Python cannot interrupt it), and answers
+    `image` uint8 [B, H, W, 3] of zeros: a stand-in for a large request that computes for a long time."""
+    from tensorflow.python.data.experimental.ops.testing import sleep  # the dataset op TF's own tests use
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.uint8), tf.TensorSpec([None], tf.int64)])
+    def slow(label_map, milliseconds):
+        wait = tf.data.Dataset.from_tensors(0).apply(sleep(tf.reduce_max(milliseconds) * 1000))
+        with tf.control_dependencies([wait.reduce(0, lambda total, x: total + x)]):
+            return {"image": tf.zeros(tf.concat([tf.shape(label_map), [3]], 0), tf.uint8)}
+
+    module = tf.Module()
+    module.slow = slow
+    path = pathlib.Path(base_path) / str(version)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": slow.get_concrete_function()})
+    return path

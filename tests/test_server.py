@@ -27,7 +27,8 @@ from serving import batching, predict, server as server_module
 from serving.errors import ServingError, from_op_error
 from serving.server import ModelServer
 from spade_tf.config import ServeConfig
-from tests.serving_fixtures import instance_edges, palette, seeded_noise, write_standin_model
+from tests.serving_fixtures import (instance_edges, palette, seeded_noise, write_slow_model,
+                                    write_standin_model)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 SERVING = REPO / "serving"
@@ -491,14 +492,11 @@ def test_start_errors_are_clear(tmp_path):
         ModelServer(model_base_path=tmp_path, rest_port=8501)
 
 
-@pytest.mark.slow
-def test_subprocess_stops_gracefully_on_sigterm(base, tmp_path):
-    """A request waiting in a 3 s batch window when SIGTERM arrives still completes; exit code 0."""
-    params = write_batching(tmp_path / "batching.txt", max_batch_size=8, batch_timeout_micros=3000000)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", "--model_base_path", str(base), "--port", "0",
-         "--batching_parameters_file", str(params), "--enable_batching=true"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True)
+@contextlib.contextmanager
+def server_process(*flags):
+    """`python -m serving.server --port 0 *flags` in a subprocess: (process, gRPC stub); killed if still running."""
+    process = subprocess.Popen([sys.executable, "-m", "serving.server", "--port", "0", *flags],
+                               cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         port = None
         for line in process.stderr:
@@ -508,8 +506,20 @@ def test_subprocess_stops_gracefully_on_sigterm(base, tmp_path):
                 break
         assert port, "the server did not report its port"
         threading.Thread(target=process.stderr.read, daemon=True).start()  # keep the pipe drained
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield process, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_subprocess_stops_gracefully_on_sigterm(base, tmp_path):
+    """A request waiting in a 3 s batch window when SIGTERM arrives still completes; exit code 0."""
+    params = write_batching(tmp_path / "batching.txt", max_batch_size=8, batch_timeout_micros=3000000)
+    with server_process("--model_base_path", str(base), "--batching_parameters_file", str(params),
+                        "--enable_batching=true") as (process, stub):
         request = make_request(signature="with_seed", label_map=GOOD, seed=np.array([3]))
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             in_flight = pool.submit(stub.Predict, request, timeout=20)
@@ -519,11 +529,32 @@ def test_subprocess_stops_gracefully_on_sigterm(base, tmp_path):
             response = in_flight.result()
         np.testing.assert_array_equal(image_of(response)[0], PALETTE[GOOD[0]] + seeded_noise(3, 32, 32))
         assert process.wait(timeout=20) == 0
-        channel.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batching", ["true", "false"])
+def test_sigterm_stops_within_the_grace_period_while_a_computation_runs(tmp_path, batching):
+    """A request computing for 60 s when SIGTERM arrives is answered UNAVAILABLE once the 2 s grace period is
+    over, and the process exits 0 within grace + 1 s instead of waiting for the computation."""
+    write_slow_model(tmp_path)
+    grace = 2.0
+    with server_process("--model_base_path", str(tmp_path), "--grace_seconds", str(grace),
+                        f"--enable_batching={batching}") as (process, stub):
+        request = make_request(label_map=labels_image(1, 768, 768), milliseconds=np.array([60_000]))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(stub.Predict, request, timeout=120)
+            time.sleep(1.5)
+            assert not in_flight.done()  # computing
+            sent = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+            exit_seconds = time.monotonic() - sent
+            with pytest.raises(grpc.RpcError) as error:
+                in_flight.result()
+    assert exit_seconds < grace + 1.0, f"exited {exit_seconds:.2f} s after SIGTERM, grace {grace} s"
+    assert exit_seconds >= grace * 0.9  # it did give the request its grace period
+    assert error.value.code() == Code.UNAVAILABLE, error.value.details()
+    assert "grace period of 2 s over" in error.value.details()
 
 
 def test_deployment_files_parse_with_the_real_protos_and_agree():

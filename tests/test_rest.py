@@ -1,8 +1,11 @@
 """serving.rest: TF Serving's REST API on the embedded server, against the tiny trained export and a stand-in VAE."""
 
+import concurrent.futures
 import http.client
 import json
+import logging
 import socket
+import time
 
 import grpc
 import numpy as np
@@ -14,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server import ModelServer
-from tests.serving_fixtures import write_standin_model
+from tests.serving_fixtures import write_slow_model, write_standin_model
 
 MAX_BODY = 2**20
 
@@ -244,3 +247,50 @@ def test_large_body_refused_before_upload(served):
         assert response.status == 413 and "--rest_api_max_body_bytes" in json.loads(response.read())["error"]
     finally:
         connection.close()
+
+
+@pytest.fixture
+def slow_server(tmp_path):
+    """A server of `write_slow_model` (its requests sleep `milliseconds` inside TensorFlow), gRPC and REST."""
+    write_slow_model(tmp_path / "slow")
+    server = ModelServer(model_base_path=str(tmp_path / "slow"), port=0, rest_api_port=unused_port(),
+                         file_system_poll_wait_seconds=0)
+    server.start()
+    yield server
+    server.stop(0)
+
+
+def test_stop_answers_a_request_still_computing_503_after_the_grace_period(slow_server):
+    body = {"instances": [{"label_map": [[0] * 8] * 8, "milliseconds": 3000}]}
+    sent = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(rest, slow_server, "POST", "/v1/models/spade:predict", body)
+        time.sleep(1.0)
+        assert not answer.done()  # computing
+        start = time.monotonic()
+        slow_server.stop(0.5)
+        stop_seconds = time.monotonic() - start
+        status, payload = answer.result(timeout=10)
+    assert stop_seconds < 0.5 + 1.0, f"stop took {stop_seconds:.2f} s with a grace of 0.5 s"
+    assert status == 503 and "grace period of 0.5 s over" in payload["error"], payload
+    time.sleep(max(0.0, sent + 3.5 - time.monotonic()))  # the cancelled computation ends before the next test
+
+
+def test_a_client_that_disconnects_before_its_answer_is_one_log_line(slow_server, caplog):
+    """The answer (about 2 MB of JSON) cannot be written to a client that has closed its connection: the
+    server logs one line without a traceback, and keeps serving."""
+    body = json.dumps({"instances": [{"label_map": [[0] * 512] * 512, "milliseconds": 300}]}).encode()
+    with caplog.at_level(logging.INFO, logger="serving.rest"):
+        with socket.create_connection(("127.0.0.1", slow_server.rest_api_port), timeout=30) as client:
+            client.sendall(b"POST /v1/models/spade:predict HTTP/1.1\r\nHost: localhost\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        end = time.monotonic() + 30
+        while not any("closed the connection" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < end, "the server did not log the client's disconnection"
+            time.sleep(0.05)
+        assert rest(slow_server, "GET", "/v1/models/spade")[0] == 200
+    logged = [r for r in caplog.records if r.name.startswith("serving.rest")]
+    [line] = [r.getMessage() for r in logged if "closed the connection" in r.getMessage()]
+    assert "before the answer to POST /v1/models/spade:predict (HTTP 200) was sent" in line, line
+    assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+    assert all(r.levelno < logging.WARNING for r in logged)

@@ -88,10 +88,23 @@ def check_labels(label, path, label_nc: int, contain_dontcare_label: bool):
     def fail():
         values = tf.sort(tf.unique(tf.boolean_mask(label, bad))[0])[:10]
         message = ["label map", path, "has values", values, f"outside the label set; expected {expected}"]
+        if tf.executing_eagerly():  # `describe_failure` loads eagerly: the graph Assert's message, not eager's
+            raise tf.errors.InvalidArgumentError(None, None, "assertion failed: " + " ".join(
+                f"[{_summary(part)}]" for part in message))
         with tf.control_dependencies([tf.debugging.Assert(False, message, summarize=10)]):
             return tf.identity(label)
 
     return tf.cond(tf.reduce_any(bad), fail, lambda: label)
+
+
+def _summary(part) -> str:
+    """One item of an Assert's data as the graph op prints it: a string as it is, a vector as [1 2 3]."""
+    if isinstance(part, str):
+        return part
+    value = part.numpy()
+    if isinstance(value, bytes):
+        return value.decode()
+    return " ".join(str(v) for v in value.ravel())
 
 
 def _reason(error: tf.errors.OpError) -> str:
@@ -103,7 +116,12 @@ def _reason(error: tf.errors.OpError) -> str:
 
 def describe_failure(paths: dict, load=None) -> str:
     """Why the sample of `paths` ({role: path}) failed to load: the first file that cannot be read or
-    decoded, else the error of `load()` (the sample's whole loading, run again)."""
+    decoded, else the error of `load()` (the sample's whole loading, run again).
+
+    Runs eagerly inside the pipeline's `tf.py_function`, and must stay eager: a `tf.function` called
+    there waits for a second inter-op thread while the pipeline's function holds one, and when the
+    pool's threads (as many as the CPU cores) are all taken, the pipeline hangs at 0 % CPU
+    (tensorflow/tensorflow#32454; on a 2-core machine the full test suite hung this way)."""
     for role, path in paths.items():
         try:
             decode_files({role: path})
@@ -131,14 +149,12 @@ def load_batches(order, load, paths: dict, batch_size: int, drop_remainder: bool
     hold position start + k: zipped with the expected positions and checked once per batch, at no
     measurable cost. With "skip" a sequential scan follows the positions.
     """
-    replay = tf.function(load)
-
     def describe_missing(expected, position):
         messages = []
         for q in range(int(expected), int(position)):
             index = order.index_at(q)
             sample_paths = {role: column[index] for role, column in paths.items()}
-            messages.append(describe_failure(sample_paths, lambda: replay(tf.constant(q, tf.int64), index)))
+            messages.append(describe_failure(sample_paths, lambda: load(tf.constant(q, tf.int64), index)))
             if on_bad_file == "skip":
                 log.warning("skipping a sample: %s", messages[-1])
         return messages[0]

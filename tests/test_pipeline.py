@@ -11,7 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from spade_tf.config import Config, DataConfig, TrainConfig
-from spade_tf.data import DataError, build_dataset
+from spade_tf.data import DataError, build_dataset, decode
 
 H, W = 32, 64
 
@@ -169,6 +169,24 @@ def test_a_file_damaged_in_the_middle_names_itself(tmp_path, role, index):
     message = e.value.message
     assert f"{role[:-1]} {bad} cannot be read or decoded" in message and "Invalid PNG data" in message
     assert "expected a complete, undamaged PNG/JPEG/BMP file" in message
+
+
+def test_a_failed_sample_is_described_once_and_the_stream_goes_on(tmp_path, monkeypatch):
+    """Python runs once per failed sample, not again for each later batch: a description still running in
+    a background thread of the pipeline when its iterator is deleted (after the error) could hang the
+    process. After the error the stream goes on, without errors about the good samples that follow."""
+    write_samples(tmp_path, 6)
+    damage_png(tmp_path / "images" / "s1.png")
+    described = []
+    real = decode.describe_failure
+    monkeypatch.setattr(decode, "describe_failure",
+                        lambda paths, load=None: described.append(paths) or real(paths, load))
+    iterator = iter(build_dataset(make_cfg(tmp_path, batch_size=1), "val"))
+    assert ids([next(iterator)]) == [0]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="s1.png cannot be read or decoded"):
+        next(iterator)
+    assert ids([next(iterator) for _ in range(3)]) == [3, 4, 5]  # the failed batch reported sample 1 (it held 2)
+    assert [str(paths["image"]) for paths in described] == [str(tmp_path / "images" / "s1.png")]
 
 
 def test_a_jpeg_with_a_damaged_scan_names_itself_and_skip_drops_it_with_a_warning(tmp_path, caplog):

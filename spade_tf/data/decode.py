@@ -4,9 +4,9 @@
 the middle (a PNG whose IDAT data is broken, a JPEG with a bad marker in its scan) fails only when
 TensorFlow decodes it, with an error that does not name the file. `load_batches` catches failures
 without Python on the way of a sample: the loaded stream passes through `ignore_errors`, and a
-position missing from it is a sample that failed. Only then a Python function finds out why
-(decoding the sample's files one by one, then loading it again), and the error (or, with
-data.on_bad_file=skip, the warning) names the file.
+position missing from it is a sample that failed. Only then, once per failed sample, a Python
+function finds out why (decoding the sample's files one by one, then loading it again, eagerly), and
+the error (or, with data.on_bad_file=skip, the warning) names the file.
 """
 
 import io
@@ -145,9 +145,10 @@ def load_batches(order, load, paths: dict, batch_size: int, drop_remainder: bool
     (on_bad_file "stop") or is dropped with a warning naming it ("skip").
 
     `paths`: {role: list of every sample's path}. A failed sample is a position missing after
-    `ignore_errors`; only then does Python run, to find out why. With "stop" the k-th sample must
-    hold position start + k: zipped with the expected positions and checked once per batch, at no
-    measurable cost. With "skip" a sequential scan follows the positions.
+    `ignore_errors`: a sequential scan follows the positions, and only at a gap does Python run, once
+    per gap, to find out why (`describe_failure`). The scan moves past the gap whatever the outcome, so
+    that no later element runs Python again: a Python call still running in a background thread of
+    the pipeline when its iterator is deleted (after the error, say) can hang the process.
     """
     def describe_missing(expected, position):
         messages = []
@@ -159,15 +160,16 @@ def load_batches(order, load, paths: dict, batch_size: int, drop_remainder: bool
                 log.warning("skipping a sample: %s", messages[-1])
         return messages[0]
 
-    def check(expected, position):
-        """`position` once the positions from `expected` to it are found present, or their samples reported."""
-        def failed():
-            message = tf.py_function(describe_missing, [expected, position], tf.string)
-            checks = [message] if on_bad_file == "skip" else [tf.debugging.Assert(False, [message])]
-            with tf.control_dependencies(checks):
-                return tf.identity(position)
+    def follow(expected, element):
+        """(next expected position, (position, "" or why the samples before it are missing, sample))."""
+        position, sample = element
+        missing = tf.cond(position == expected, lambda: tf.constant(""),
+                          lambda: tf.py_function(describe_missing, [expected, position], tf.string))
+        return position + 1, (position, missing, sample)
 
-        return tf.cond(position == expected, lambda: position, failed)
+    def stop_at_failure(position, missing, sample):
+        with tf.control_dependencies([tf.debugging.Assert(tf.equal(missing, ""), [missing])]):
+            return tf.identity(position), tf.nest.map_structure(tf.identity, sample)
 
     start, stop = order.start, order.stop
     ds = order.positions().map(lambda q, i: (q, load(q, i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -175,27 +177,16 @@ def load_batches(order, load, paths: dict, batch_size: int, drop_remainder: bool
     if stop is not None:  # one more element after the last, so that failures at the end are seen too
         end = tf.nest.map_structure(lambda s: tf.zeros([d or 0 for d in s.shape], s.dtype), ds.element_spec[1])
         ds = ds.concatenate(tf.data.Dataset.from_tensors((tf.constant(stop, tf.int64), end)))
-    if on_bad_file == "skip":
-        ds = ds.scan(tf.constant(start, tf.int64), lambda expected, e: (e[0] + 1, (check(expected, e[0]), e[1])))
-        if stop is not None:
-            ds = ds.filter(lambda position, sample: position < stop)
-        ds = ds.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.map(lambda positions, samples: samples)
-
-    expected = tf.data.Dataset.counter(start) if stop is None else tf.data.Dataset.range(start, stop + 1)
-    ds = tf.data.Dataset.zip(ds, expected)
-    if stop is not None:  # the element after the last: checked only when a sample before it failed
-        ds = ds.take(stop - start)
-    ds = ds.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    def checked(element, expected):
-        positions, samples = element
-        first = tf.argmax(tf.cast(positions != expected, tf.int32))  # the first mismatch, if any
-        with tf.control_dependencies([check(expected[first], positions[first])]):
-            return tf.nest.map_structure(tf.identity, samples)
-
-    ds = ds.map(checked)
+    ds = ds.scan(tf.constant(start, tf.int64), follow)
+    if on_bad_file == "skip":  # describe_missing has logged the warning
+        ds = ds.map(lambda position, missing, sample: (position, sample))
+    else:
+        ds = ds.map(stop_at_failure)
     if stop is not None:
+        ds = ds.filter(lambda position, sample: position < stop)
+    ds = ds.batch(batch_size, drop_remainder, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(lambda positions, samples: samples)
+    if stop is not None and on_bad_file != "skip":  # every sample is there (or the stream fails)
         batches = (stop - start) // batch_size if drop_remainder else -(-(stop - start) // batch_size)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds

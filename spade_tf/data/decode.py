@@ -119,9 +119,8 @@ def describe_failure(paths: dict, load=None) -> str:
     decoded, else the error of `load()` (the sample's whole loading, run again).
 
     Runs eagerly inside the pipeline's `tf.py_function`, and must stay eager: a `tf.function` called
-    there waits for a second inter-op thread while the pipeline's function holds one, and when the
-    pool's threads (as many as the CPU cores) are all taken, the pipeline hangs at 0 % CPU
-    (tensorflow/tensorflow#32454; on a 2-core machine the full test suite hung this way)."""
+    there needs a second inter-op thread while the pipeline's function holds one, and hangs at 0 % CPU
+    when the pool's threads (as many as the CPU cores) are all taken (tensorflow/tensorflow#32454)."""
     for role, path in paths.items():
         try:
             decode_files({role: path})

@@ -210,6 +210,7 @@ def bf16_accuracy_trained(run: str, samples: int = 16) -> dict:
     """PSNR of a trained run's bf16 network against its fp32 one, on `samples` held-out layouts."""
     import tensorflow as tf
 
+    from spade_tf.config import replace
     from spade_tf.data.pipeline import build_dataset
     from spade_tf.export.fold import inference_networks
     from spade_tf.export.module import to_uint8
@@ -220,8 +221,7 @@ def bf16_accuracy_trained(run: str, samples: int = 16) -> dict:
     inputs = semantics(cfg, batch["label"], batch.get("instance"))
     images = {}
     for precision in PRECISIONS:
-        cfg.export.precision = precision
-        generator, _ = inference_networks(cfg, source)
+        generator, _ = inference_networks(replace(cfg, {"export.precision": precision}), source)
         images[precision] = tf.function(lambda s, g=generator: g(s, training=False), jit_compile=False)(inputs)
     fp32, bf16 = images["float32"], images["bfloat16"]
     return {

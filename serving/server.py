@@ -32,7 +32,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import batching, predict, rest
 from serving.errors import ServingError, internal_error, truncated
 from serving.servables import ModelManager, config_for_model
-from spade_tf.config import Config, ConfigError, ServeConfig, apply, load_config, parse_override
+from spade_tf.config import Config, ConfigError, ServeConfig, load_config, parse_override, replace
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class ModelServer:
         else:
             raise ValueError("give --model_base_path (with --model_name) or --model_config_file")
         values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in dataclasses.asdict(c).items()}
-        apply(Config(), {"serve": values}, "ModelServer")  # the config's type and range checks (paths as str)
+        replace(Config(), {"serve": values}, "ModelServer")  # the config's type and range checks (paths as str)
         if not 0 <= c.rest_api_port <= 65535 or not 0 <= c.port <= 65535:
             raise ValueError(f"ports go from 0 to 65535, got --port {c.port} and --rest_api_port {c.rest_api_port}")
         if c.rest_api_port and c.rest_api_port == c.port:
@@ -385,7 +385,7 @@ def parse_args(argv=None):
     del options["config"], options["overrides"]
     cfg = Config()
     try:
-        apply(cfg, {"serve": options}, "command line")  # the config's type and range checks
+        cfg = replace(cfg, {"serve": options}, "command line")  # the config's type and range checks
     except ConfigError as e:
         p.error(str(e))
     return cfg.serve

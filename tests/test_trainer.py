@@ -129,14 +129,14 @@ def test_xla_failure_falls_back_without_xla(tmp_path, monkeypatch, caplog):
     """A step XLA cannot compile (a py_function inside) runs without XLA after a warning."""
     trainer = Trainer(tiny(tmp_path, "train.jit_compile='on'"))
     assert trainer.jit
-    discriminator_losses = trainer.discriminator_losses
+    discriminator_losses = trainer.model.discriminator_losses
 
     def uncompilable(semantics, real):
         terms = discriminator_losses(semantics, real)
         terms["D_real"] = tf.py_function(lambda x: x, [terms["D_real"]], tf.float32)
         return terms
 
-    monkeypatch.setattr(trainer, "discriminator_losses", uncompilable)
+    monkeypatch.setattr(trainer.model, "discriminator_losses", uncompilable)
     iterator = iter(trainer.distributed_dataset())
     with caplog.at_level(logging.WARNING):
         logs = trainer.run_step(iterator)

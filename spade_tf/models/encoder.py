@@ -54,7 +54,9 @@ class ConvEncoder(keras.Model):
         return cls(**config)
 
 
-def reparameterize(mu, logvar, seed=None):
-    """z = mu + eps * exp(logvar / 2), eps ~ N(0, I)."""
-    eps = keras.random.normal(ops.shape(mu), seed=seed)
+def reparameterize(mu, logvar, eps):
+    """z = mu + eps * exp(logvar / 2): a draw of N(mu, exp(logvar)) from eps ~ N(0, I).
+
+    The caller draws eps: the trainer per seed, step and replica, the export at serving time.
+    """
     return mu + eps * ops.exp(0.5 * logvar)

@@ -124,11 +124,13 @@ def time_inference(setting: str, path: str, precision: str, batch: int, repeats:
     import keras
     import tensorflow as tf
 
-    from spade_tf.export.fold import PRECISION_POLICIES, dtype_policy
+    from spade_tf.export.fold import PRECISION_POLICIES
 
     cfg = setting_config(setting, overrides, precision)
-    with dtype_policy(PRECISION_POLICIES[precision]):
-        generator = keras.saving.load_model(path)
+    saved = keras.saving.load_model(path)  # rebuilt with the precision's dtype policy on every layer
+    generator = type(saved).from_config({**saved.get_config(), "dtype": PRECISION_POLICIES[precision]})
+    generator.set_weights(saved.get_weights())
+    del saved
     inputs = semantics(cfg, *random_layouts(cfg, batch))
     infer = tf.function(lambda s: generator(s, training=False), jit_compile=False)
     matmul = matmul_timer(precision)

@@ -24,16 +24,16 @@ DISCRIMINATOR_LOSSES = ("D_Fake", "D_real")
 class Pix2PixModel:
     """The generator, discriminator, encoder (VAE models) and VGG loss built from `cfg`.
 
-    `noise(shape, salt)`: N(0, I) for z.
+    `noise(shape, salt)`: N(0, I) for z. `dtype`: the networks' Keras dtype policy (None: the global one).
     """
 
-    def __init__(self, cfg, noise):
+    def __init__(self, cfg, noise, dtype=None):
         self.cfg = cfg
         self.noise = noise
-        self.generator = build_generator(cfg)
-        self.discriminator = build_discriminator(cfg)
-        self.encoder = build_encoder(cfg)
-        vgg = losses.build_vgg(cfg)
+        self.generator = build_generator(cfg, dtype=dtype)
+        self.discriminator = build_discriminator(cfg, dtype=dtype)
+        self.encoder = build_encoder(cfg, dtype=dtype)
+        vgg = losses.build_vgg(cfg, dtype=dtype)
         self.vgg_loss = losses.VGGLoss(vgg, cfg.train.lambda_vgg) if vgg is not None else None
 
     def generator_variables(self):

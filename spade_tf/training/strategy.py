@@ -8,12 +8,10 @@
 The multi-worker strategy must be created before TensorFlow runs anything else in the process.
 """
 
-import contextlib
 import json
 import logging
 import os
 
-import keras
 import tensorflow as tf
 
 log = logging.getLogger(__name__)
@@ -107,13 +105,3 @@ def mixed_policy(train_cfg, strategy):
         return None
     return "mixed_float16" if on_gpus(strategy) else "mixed_bfloat16"
 
-
-@contextlib.contextmanager
-def dtype_policy(policy):
-    """Builds layers under `policy` (None: float32), restoring the previous global policy after."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy or "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)

@@ -4,6 +4,9 @@ Field names follow the reference's options (NVlabs/SPADE `options/*.py`) so that
 maps onto them one to one. A config is built from the defaults below, then a preset
 (`configs/<name>.yaml`, or any YAML file), then `section.field=value` overrides from the command
 line, in that order; the final config is saved beside every checkpoint and export.
+
+A config is frozen once parsed: every section checks its fields (type, `CHOICES`, `RANGES`) when
+it is made, and `replace(cfg, changes)` is the one way to change it, with the same checks.
 """
 
 from __future__ import annotations
@@ -200,16 +203,12 @@ class Config:
             pathlib.Path(path).write_text(text)
         return text
 
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "Config":
-        return replace(cls(), values, source)
 
-
-SECTIONS = ("data", "model", "train", "export", "serve", "eval")
 SECTION_CLASSES = {
     "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
     "export": ExportConfig, "serve": ServeConfig, "eval": EvalConfig,
 }
+SECTIONS = tuple(SECTION_CLASSES)
 
 
 class ConfigError(ValueError):

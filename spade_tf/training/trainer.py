@@ -107,13 +107,14 @@ class Trainer:
         self.g_schedule, self.d_schedule = schedule.schedules(t, self.steps_per_epoch)
 
         keras.utils.set_random_seed(t.seed)
+        dtype = self.policy or "float32"  # every network layer's dtype policy
         with self.strategy.scope():
-            self.model = Pix2PixModel(cfg, self._noise, dtype=self.policy or "float32")
+            self.model = Pix2PixModel(cfg, self._noise, dtype=dtype)
             self.generator, self.discriminator, self.encoder = (
                 self.model.generator, self.model.discriminator, self.model.encoder)
             self.ema_generator = None
             if t.ema_decay > 0:
-                self.ema_generator = build_generator(cfg, dtype=self.policy or "float32")
+                self.ema_generator = build_generator(cfg, dtype=dtype)
                 _copy_weights(self.ema_generator, self.generator)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             adam = schedule.adam_settings(t)

@@ -124,11 +124,13 @@ def time_inference(setting: str, path: str, precision: str, batch: int, repeats:
     import keras
     import tensorflow as tf
 
-    from spade_tf.export.fold import PRECISION_POLICIES, dtype_policy
+    from spade_tf.export.fold import PRECISION_POLICIES
 
     cfg = setting_config(setting, overrides, precision)
-    with dtype_policy(PRECISION_POLICIES[precision]):
-        generator = keras.saving.load_model(path)
+    saved = keras.saving.load_model(path)  # rebuilt with the precision's dtype policy on every layer
+    generator = type(saved).from_config({**saved.get_config(), "dtype": PRECISION_POLICIES[precision]})
+    generator.set_weights(saved.get_weights())
+    del saved
     inputs = semantics(cfg, *random_layouts(cfg, batch))
     infer = tf.function(lambda s: generator(s, training=False), jit_compile=False)
     matmul = matmul_timer(precision)
@@ -210,6 +212,7 @@ def bf16_accuracy_trained(run: str, samples: int = 16) -> dict:
     """PSNR of a trained run's bf16 network against its fp32 one, on `samples` held-out layouts."""
     import tensorflow as tf
 
+    from spade_tf.config import replace
     from spade_tf.data.pipeline import build_dataset
     from spade_tf.export.fold import inference_networks
     from spade_tf.export.module import to_uint8
@@ -220,8 +223,7 @@ def bf16_accuracy_trained(run: str, samples: int = 16) -> dict:
     inputs = semantics(cfg, batch["label"], batch.get("instance"))
     images = {}
     for precision in PRECISIONS:
-        cfg.export.precision = precision
-        generator, _ = inference_networks(cfg, source)
+        generator, _ = inference_networks(replace(cfg, {"export.precision": precision}), source)
         images[precision] = tf.function(lambda s, g=generator: g(s, training=False), jit_compile=False)(inputs)
     fp32, bf16 = images["float32"], images["bfloat16"]
     return {

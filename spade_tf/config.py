@@ -4,6 +4,9 @@ Field names follow the reference's options (NVlabs/SPADE `options/*.py`) so that
 maps onto them one to one. A config is built from the defaults below, then a preset
 (`configs/<name>.yaml`, or any YAML file), then `section.field=value` overrides from the command
 line, in that order; the final config is saved beside every checkpoint and export.
+
+A config is frozen once parsed: every section checks its fields (type, `CHOICES`, `RANGES`) when
+it is made, and `replace(cfg, changes)` is the one way to change it, with the same checks.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
+import os
 import pathlib
 import typing
 
@@ -21,8 +26,15 @@ from spade_tf.shared import REPO_ROOT
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
-@dataclasses.dataclass
-class DataConfig:
+class _Section:
+    """A section of the config: frozen, every field checked when one is made (or replaced)."""
+
+    def __post_init__(self):
+        _check_fields(self, f"{_SECTION_NAMES[type(self)]}.", "config")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_Section):
     dataset_mode: str = "synthetic"  # synthetic | cityscapes | ade20k | coco | facades | custom
     dataroot: str = ""
     label_dir: str = ""  # custom mode
@@ -31,7 +43,7 @@ class DataConfig:
     label_nc: int = 13  # number of classes, not counting the unknown label
     contain_dontcare_label: bool = False  # label 255 becomes index label_nc ("unknown")
     no_instance: bool = True  # True: no instance edge channel
-    class_names: typing.List[str] = dataclasses.field(default_factory=list)  # empty: the preset's
+    class_names: typing.Tuple[str, ...] = ()  # empty: the preset's
     preprocess_mode: str = "resize_and_crop"
     load_size: int = 286
     crop_size: int = 256
@@ -44,8 +56,8 @@ class DataConfig:
     seed: int = 0
 
 
-@dataclasses.dataclass
-class ModelConfig:
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_Section):
     netG: str = "spade"  # spade | pix2pixhd
     ngf: int = 64
     num_upsampling_layers: str = "normal"  # normal | more | most
@@ -66,8 +78,8 @@ class ModelConfig:
     resnet_initial_kernel_size: int = 7
 
 
-@dataclasses.dataclass
-class TrainConfig:
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Section):
     checkpoints_dir: str = "checkpoints"
     batch_size: int = 1  # global batch, over all replicas and workers
     niter: int = 50  # epochs at the initial learning rate
@@ -98,8 +110,8 @@ class TrainConfig:
     seed: int = 0
 
 
-@dataclasses.dataclass
-class ExportConfig:
+@dataclasses.dataclass(frozen=True)
+class ExportConfig(_Section):
     export_dir: str = "exports/spade"  # TF Serving's model base path
     model_name: str = "spade"
     version: int = 0  # 0: the next free version
@@ -107,13 +119,13 @@ class ExportConfig:
     warmup_requests: int = 2
 
 
-@dataclasses.dataclass
-class EvalConfig:
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(_Section):
     """`python -m spade_tf.generate` (synthesis, with --evaluate its scores) and `python -m spade_tf.evaluation`."""
 
     split: str = "test"  # dataset split to synthesise: train | val | test (= val)
     how_many: int = 0  # only the first N layouts; 0 = all
-    seeds: typing.List[int] = dataclasses.field(default_factory=list)  # VAE models: one image per seed; empty = [0]
+    seeds: typing.Tuple[int, ...] = ()  # VAE models: one image per seed; empty = [0]
     batch_size: int = 1  # images per generator and per feature-extractor call
     segmenter: str = "auto"  # auto (builtin on the built-in data, else none) | builtin | none | a SavedModel folder
     extractor: str = "none"  # features for FID/KID: none | inception-2015 (comparable) | keras-inceptionv3
@@ -123,8 +135,8 @@ class EvalConfig:
     kid_subset_size: int = 1000  # KID: images per subset (fewer when a set is smaller)
 
 
-@dataclasses.dataclass
-class ServeConfig:
+@dataclasses.dataclass(frozen=True)
+class ServeConfig(_Section):
     """`python -m serving.server`'s flags and their defaults; names are tensorflow_model_server's where it has one."""
 
     port: int = 8500  # gRPC; 0: a free port
@@ -146,7 +158,7 @@ class ServeConfig:
     grace_seconds: float = 10.0  # ours: on SIGTERM/SIGINT, time for requests in flight
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Config:
     name: str = "spade"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -156,12 +168,17 @@ class Config:
     serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
+    def __post_init__(self):
+        _check_fields(self, "", "config")
+
     # --- derived quantities --------------------------------------------------------------
     @property
     def semantic_nc(self) -> int:
-        """Channels of the network's semantic input: one-hot labels (+unknown) (+edge map)."""
+        """Channels of the network's semantic input (`spade_tf.semantics.semantic_nc`)."""
+        from spade_tf.semantics import semantic_nc
+
         d = self.data
-        return d.label_nc + int(d.contain_dontcare_label) + int(not d.no_instance)
+        return semantic_nc(d.label_nc, d.contain_dontcare_label, not d.no_instance)
 
     @property
     def image_size(self) -> typing.Tuple[int, int]:
@@ -172,7 +189,13 @@ class Config:
 
     # --- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Nested plain values (tuples as lists), as saved in config.yaml."""
+        def plain(value):
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return list(value) if isinstance(value, tuple) else value
+
+        return plain(dataclasses.asdict(self))
 
     def to_yaml(self, path=None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -180,18 +203,18 @@ class Config:
             pathlib.Path(path).write_text(text)
         return text
 
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "Config":
-        cfg = cls()
-        apply(cfg, values, source)
-        return cfg
+
+SECTION_CLASSES = {
+    "data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+    "export": ExportConfig, "serve": ServeConfig, "eval": EvalConfig,
+}
+SECTIONS = tuple(SECTION_CLASSES)
 
 
 class ConfigError(ValueError):
     """A config file or override names an unknown field or gives a value of the wrong type."""
 
 
-SECTIONS = ("data", "model", "train", "export", "serve", "eval")
 
 CHOICES = {
     "data.dataset_mode": ("synthetic", "cityscapes", "ade20k", "coco", "facades", "custom"),
@@ -262,13 +285,12 @@ def _unknown(key: str, valid: typing.Iterable[str], where: str) -> ConfigError:
 
 
 def _coerce(value, annotation, key: str, where: str):
-    """Checks `value` against a field's annotation; ints are accepted for floats."""
-    origin = typing.get_origin(annotation)
-    if origin in (list, typing.List):
-        (item_type,) = typing.get_args(annotation)
+    """Checks `value` against a field's annotation; ints are accepted for floats, paths for strings."""
+    if typing.get_origin(annotation) is tuple:  # Tuple[T, ...]: a list in YAML and on the command line
+        item_type = typing.get_args(annotation)[0]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
-        return [_coerce(v, item_type, key, where) for v in value]
+        return tuple(_coerce(v, item_type, key, where) for v in value)
     if annotation is float and not isinstance(value, bool):
         if isinstance(value, int):
             return float(value)
@@ -277,6 +299,8 @@ def _coerce(value, annotation, key: str, where: str):
                 return float(value)
             except ValueError:
                 pass
+    if annotation is str and isinstance(value, os.PathLike):
+        return os.fspath(value)
     if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
@@ -286,37 +310,89 @@ def _coerce(value, annotation, key: str, where: str):
     return value
 
 
-def apply(cfg: Config, values: dict, where: str) -> None:
-    """Merges a nested {section: {field: value}} mapping into `cfg`, checking keys and types."""
-    top = _fields(cfg)
-    hints = typing.get_type_hints(Config)
+def checked_value(key: str, value, where: str = "config"):
+    """`value` for field `key` ("section.field") after the type, choice and range checks (ConfigError)."""
+    section, _, name = key.rpartition(".")
+    annotation = _hints(SECTION_CLASSES[section] if section else Config)[name]
+    choices = CHOICES.get(key)
+    if choices and "on" in choices and isinstance(value, bool):  # YAML reads on/off as booleans
+        value = "on" if value else "off"
+    value = _coerce(value, annotation, key, where)
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: '{key}' must be one of {', '.join(choices)}; got {value!r}")
+    bound, test = RANGES.get(key, (None, None))
+    if test and not test(value):
+        raise ConfigError(f"{where}: '{key}' must be {bound}; got {value!r}")
+    return value
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _check_fields(obj, prefix: str, where: str) -> None:
+    """Runs every field of a config or section through `checked_value` (a frozen object's post-init)."""
+    for name in _fields(obj):
+        value = getattr(obj, name)
+        if not prefix and name in SECTIONS:
+            if not isinstance(value, SECTION_CLASSES[name]):
+                raise ConfigError(f"{where}: '{name}' must be a {SECTION_CLASSES[name].__name__}, got {value!r}")
+            continue
+        checked = checked_value(prefix + name, value, where)
+        if checked is not value:
+            object.__setattr__(obj, name, checked)
+
+
+_SECTION_NAMES = {cls: name for name, cls in SECTION_CLASSES.items()}
+
+
+def _nested(values: dict) -> dict:
+    """{"train.lr": x, "model": {...}, "name": y} -> {"train": {"lr": x}, "model": {...}, "name": y}."""
+    nested = {}
     for key, value in (values or {}).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            nested.setdefault(section, {})
+            if isinstance(nested[section], dict):
+                nested[section][name] = value
+        elif key in SECTIONS and isinstance(value, dict) and isinstance(nested.get(key), dict):
+            nested[key].update(value)
+        else:
+            nested[key] = value
+    return nested
+
+
+def replace(cfg: Config, changes: typing.Optional[dict] = None, where: str = "config", **fields) -> Config:
+    """A copy of `cfg` with `changes`, after the same checks as a config file: the one way to change a config.
+
+    `changes` is a mapping like a config file's ({"train": {"lr": 1e-3}, "name": "x"}) or with
+    dotted keys ({"train.lr": 1e-3}); `fields` are top-level fields (`name=...`) or whole sections.
+    Keys of earlier versions (RENAMED, RETIRED) are accepted, so saved configs still load. `where`
+    names the source in error messages.
+    """
+    top = _fields(cfg)
+    new = {}
+    for key, value in _nested({**(changes or {}), **fields}).items():
         if key not in top:
             raise _unknown(key, top, where)
-        if key in SECTIONS:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{where}: '{key}' must be a mapping of fields, got {value!r}")
-            section = getattr(cfg, key)
-            fields = _fields(section)
-            section_hints = typing.get_type_hints(type(section))
-            for name, v in value.items():
-                if f"{key}.{name}" in RETIRED:
-                    continue
-                name = RENAMED.get(f"{key}.{name}", f"{key}.{name}").split(".", 1)[1]
-                if name not in fields:
-                    raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in fields), where)
-                choices = CHOICES.get(f"{key}.{name}")
-                if choices and "on" in choices and isinstance(v, bool):  # YAML reads on/off as booleans
-                    v = "on" if v else "off"
-                v = _coerce(v, section_hints[name], f"{key}.{name}", where)
-                if choices and v not in choices:
-                    raise ConfigError(f"{where}: '{key}.{name}' must be one of {', '.join(choices)}; got {v!r}")
-                bound, test = RANGES.get(f"{key}.{name}", (None, None))
-                if test and not test(v):
-                    raise ConfigError(f"{where}: '{key}.{name}' must be {bound}; got {v!r}")
-                setattr(section, name, v)
-        else:
-            setattr(cfg, key, _coerce(value, hints[key], key, where))
+        if key not in SECTIONS or isinstance(value, SECTION_CLASSES[key]):
+            new[key] = value if key in SECTIONS else checked_value(key, value, where)
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: '{key}' must be a mapping of fields, got {value!r}")
+        section = getattr(cfg, key)
+        names = _fields(section)
+        changed = {}
+        for name, v in value.items():
+            if f"{key}.{name}" in RETIRED:
+                continue
+            name = RENAMED.get(f"{key}.{name}", f"{key}.{name}").split(".", 1)[1]
+            if name not in names:
+                raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in names), where)
+            changed[name] = checked_value(f"{key}.{name}", v, where)
+        new[key] = dataclasses.replace(section, **changed)
+    return dataclasses.replace(cfg, **new)
 
 
 def all_keys(cfg: Config) -> typing.List[str]:
@@ -360,8 +436,22 @@ def resolve_preset(name_or_path: str) -> pathlib.Path:
     return preset
 
 
-def load_config(preset: typing.Optional[str] = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Defaults, then a preset or YAML file, then `section.field=value` overrides."""
+def parse_overrides(overrides: typing.Union[typing.Sequence[str], dict] = ()) -> dict:
+    """`section.field=value` texts -> one nested mapping of changes for `replace` (a mapping passes as it is)."""
+    if isinstance(overrides, dict):
+        return overrides
+    changes = {}
+    for text in overrides:
+        for key, value in parse_override(Config(), text).items():
+            if isinstance(value, dict):
+                changes.setdefault(key, {}).update(value)
+            else:
+                changes[key] = value
+    return changes
+
+
+def load_config(preset: typing.Optional[str] = None, overrides: typing.Union[typing.Sequence[str], dict] = ()) -> Config:
+    """Defaults, then a preset or YAML file, then overrides (`section.field=value` texts or `parse_overrides`'s mapping)."""
     cfg = Config()
     if preset:
         path = resolve_preset(preset)
@@ -371,10 +461,8 @@ def load_config(preset: typing.Optional[str] = None, overrides: typing.Sequence[
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
-        apply(cfg, values, str(path))
-    for text in overrides:
-        apply(cfg, parse_override(cfg, text), "command line")
-    return cfg
+        cfg = replace(cfg, values, str(path))
+    return replace(cfg, parse_overrides(overrides), "command line")
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ import threading
 import numpy as np
 from PIL import Image
 
-from spade_tf.config import ConfigError, add_config_arguments, config_from_args
+from spade_tf.config import ConfigError, add_config_arguments, config_from_args, replace
 
 
 def side_by_side(*images):
@@ -48,9 +48,10 @@ def main(argv=None):
         cfg = config_from_args(args)
         if cfg.data.dataset_mode != "synthetic":
             raise ConfigError("the demo runs on the built-in data: use --config synthetic (the default)")
-        cfg.train.max_steps = args.steps
-        cfg.train.checkpoints_dir = str(out / "checkpoints")
-        cfg.train.save_every_steps = min(cfg.train.save_every_steps, max(1, args.steps // 2))
+        cfg = replace(cfg, {"train": {
+            "max_steps": args.steps, "checkpoints_dir": str(out / "checkpoints"),
+            "save_every_steps": min(cfg.train.save_every_steps, max(1, args.steps // 2)),
+        }}, where="--steps/--out")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

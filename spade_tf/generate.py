@@ -121,15 +121,14 @@ def load_run(run_dir, checkpoint=None, overrides=()) -> Model:
 
 def load_nvlabs(nvlabs_dir, opt=None, which_epoch="latest", config=None, overrides=()) -> Model:
     """An NVlabs/SPADE checkpoint folder (`<which_epoch>_net_G.pth`, `_E` for VAE models) and its opt.txt."""
-    from spade_tf.config import apply, load_config, parse_override
+    from spade_tf.config import load_config, parse_overrides, replace
     from spade_tf.io.nvlabs import config_from_opt, import_checkpoint
 
     opt = pathlib.Path(opt or pathlib.Path(nvlabs_dir) / "opt.txt")
     if not opt.is_file():
         raise FileNotFoundError(f"{opt} not found: pass the reference's opt.txt with --opt")
     cfg = config_from_opt(opt, load_config(config))
-    for text in overrides:  # after opt.txt, whose dataroot is the training machine's
-        apply(cfg, parse_override(cfg, text), "command line")
+    cfg = replace(cfg, parse_overrides(overrides), "command line")  # after opt.txt, whose dataroot is the training machine's
     generator, _, encoder = import_checkpoint(nvlabs_dir, cfg, which_epoch)
     if cfg.model.use_vae and encoder is None:
         raise FileNotFoundError(f"{opt} describes a VAE model but {nvlabs_dir} has no {which_epoch}_net_E.pth")
@@ -144,7 +143,7 @@ def load_saved_model(path, overrides=()) -> Model:
     """
     import tensorflow as tf
 
-    from spade_tf.config import load_config
+    from spade_tf.config import load_config, parse_overrides, replace
     from spade_tf.export import ASSETS_EXTRA, writer
 
     path = pathlib.Path(path)
@@ -158,7 +157,8 @@ def load_saved_model(path, overrides=()) -> Model:
     config = path / ASSETS_EXTRA / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"{config} not found: {path} was not written by spade-tf's export")
-    cfg, own = load_config(str(config), overrides), load_config(str(config))
+    own = load_config(str(config))
+    cfg = replace(own, parse_overrides(overrides), "command line")
     fixed = [f"{section}.{name}={value!r}" for section in ("model", "export")
              for name, value in dataclasses.asdict(getattr(cfg, section)).items()
              if value != getattr(getattr(own, section), name)]
@@ -173,7 +173,7 @@ def load_saved_model(path, overrides=()) -> Model:
 
 def with_data_config(model: Model, preset, overrides=()) -> None:
     """Reads layouts with `preset`'s data settings (+ overrides), at the model's label set and size."""
-    from spade_tf.config import load_config
+    from spade_tf.config import load_config, replace
 
     data = load_config(preset, overrides).data
     own = model.cfg.data
@@ -181,8 +181,8 @@ def with_data_config(model: Model, preset, overrides=()) -> None:
               for k in LABEL_MAP_KEYS if getattr(data, k) != getattr(own, k)]
     if differ:
         raise ValueError(f"--config {preset} describes another label set than the model's ({'; '.join(differ)})")
-    data.crop_size, data.aspect_ratio = own.crop_size, own.aspect_ratio
-    model.cfg = dataclasses.replace(model.cfg, data=data)
+    model.cfg = replace(model.cfg, data=data, where=f"--config {preset}")
+    model.cfg = replace(model.cfg, {"data": {"crop_size": own.crop_size, "aspect_ratio": own.aspect_ratio}})
 
 
 # --- layouts ---------------------------------------------------------------------------------
@@ -471,16 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args) -> dict:
     """The command, from parsed arguments; returns synthesize's summary (+ "scores" with --evaluate)."""
+    from spade_tf.config import parse_overrides
     from spade_tf.evaluation.options import check
 
+    overrides = parse_overrides(args.overrides)  # once, for the model's config and --config's data section
     if args.run_dir:
-        model = load_run(args.run_dir, args.checkpoint, args.overrides)
+        model = load_run(args.run_dir, args.checkpoint, overrides)
     elif args.saved_model:
-        model = load_saved_model(args.saved_model, args.overrides)
+        model = load_saved_model(args.saved_model, overrides)
     else:
-        model = load_nvlabs(args.nvlabs_dir, args.opt, args.which_epoch, args.config, args.overrides)
+        model = load_nvlabs(args.nvlabs_dir, args.opt, args.which_epoch, args.config, overrides)
     if args.config and not args.nvlabs_dir:
-        with_data_config(model, args.config, args.overrides)
+        with_data_config(model, args.config, overrides)
     cfg = model.cfg
     options = cfg.eval
     check(options)

@@ -27,7 +27,7 @@ def test_presets_carry_the_reference_defaults():
 def test_overrides_by_section_and_by_unique_name():
     cfg = load_config("synthetic", ["model.ngf=8", "lr=1e-3", "train.no_TTUR=true", "data.class_names=[a, b]"])
     assert cfg.model.ngf == 8 and cfg.train.lr == 0.001 and cfg.train.no_TTUR is True
-    assert cfg.data.class_names == ["a", "b"]
+    assert cfg.data.class_names == ("a", "b")
     assert load_config("synthetic", ["aspect_ratio=2"]).data.aspect_ratio == 2.0
     on_off = load_config("synthetic", ["train.jit_compile=on", "mixed_precision=off"])
     assert (on_off.train.jit_compile, on_off.train.mixed_precision) == ("on", "off")
@@ -85,7 +85,7 @@ def test_eval_section_from_a_file_then_overrides(tmp_path):
     path = tmp_path / "eval.yaml"
     path.write_text("eval: {split: val, seeds: [0, 3], extractor: inception-2015, batch_size: 2}\n")
     e = load_config(str(path), ["eval.batch_size=4", "kid_subset_size=50", "eval.segmenter=exports/seg/1"]).eval
-    assert (e.split, e.seeds, e.extractor) == ("val", [0, 3], "inception-2015")
+    assert (e.split, e.seeds, e.extractor) == ("val", (0, 3), "inception-2015")
     assert (e.batch_size, e.kid_subset_size, e.segmenter) == (4, 50, "exports/seg/1")
     old = Config().to_dict()  # a run's config.yaml written before the section existed
     del old["eval"]
@@ -150,3 +150,41 @@ def test_a_config_saved_with_a_renamed_or_retired_key_still_loads(tmp_path):
 def test_a_short_name_in_several_sections_asks_which():
     with pytest.raises(ConfigError, match=r"'batch_size' is in several sections; write one of .*train\.batch_size"):
         load_config("synthetic", ["batch_size=4"])
+
+
+# --- frozen after parsing; changes through replace ----------------------------------------------
+
+def test_a_config_is_frozen_and_replace_returns_a_checked_copy():
+    import dataclasses
+
+    from spade_tf.config import replace
+
+    cfg = load_config("synthetic")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.max_steps = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.name = "other"
+    changed = replace(cfg, {"train": {"max_steps": 5}, "model.ngf": 8}, name="other")
+    assert (changed.train.max_steps, changed.model.ngf, changed.name) == (5, 8, "other")
+    assert cfg == load_config("synthetic")  # the original is unchanged
+    assert changed.data is cfg.data  # untouched sections are shared, not copied
+    with pytest.raises(ConfigError, match=r"demo: 'train.gan_mode' must be one of hinge, ls, original, w; got 'l2'"):
+        replace(cfg, {"train.gan_mode": "l2"}, where="demo")
+    with pytest.raises(ConfigError, match=r"'train.batch_size' must be >= 1; got 0"):
+        replace(cfg, {"train.batch_size": 0})
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.max_step'.*Did you mean train.max_steps"):
+        replace(cfg, {"train.max_step": 3})
+
+
+def test_sections_made_directly_are_checked_too():
+    import dataclasses
+
+    from spade_tf.config import ServeConfig, TrainConfig
+
+    with pytest.raises(ConfigError, match="'train.distribute' must be one of auto, none, mirrored, multiworker"):
+        TrainConfig(distribute="tpu")
+    with pytest.raises(ConfigError, match="'serve.max_batch_size' must be >= 1; got 0"):
+        dataclasses.replace(ServeConfig(), max_batch_size=0)
+    assert TrainConfig(lr=1).lr == 1.0 and isinstance(TrainConfig(lr=1).lr, float)  # coerced as in a file
+    with pytest.raises(ConfigError, match="'data' must be a DataConfig"):
+        Config(data={"label_nc": 3})

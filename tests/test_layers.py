@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from model_test_base import check_config_round_trip
+from model_test_base import check_config_round_trip, check_precision
 from spade_tf.layers import SPADE, NearestDownsample, SPADEResBlock, SpectralNorm, nearest_resize
-from spade_tf.layers import parse_norm, parse_spade_norm
+from spade_tf.layers import conv_norm, parse_norm, parse_spade_norm
 
 
 @pytest.mark.parametrize("src, dst", [((8, 6), (4, 3)), ((4, 4), (8, 8)), ((5, 7), (3, 4)), ((6, 6), (6, 6))])
@@ -59,6 +59,7 @@ def test_spade_modulates_a_normalised_input():
     np.testing.assert_allclose(np.array(layer(x, seg)), spade_numpy(layer, x, seg), atol=1e-5)
     assert np.array(layer.mlp_gamma.kernel).shape == (3, 3, 16, 5)
     check_config_round_trip(layer, lambda m: m(x, seg))
+    check_precision(layer, lambda m: m(x, seg))
 
 
 def test_spade_training_normalises_with_batch_statistics_and_instance_norm_per_sample():
@@ -94,3 +95,26 @@ def test_resblock_round_trip():
     block = SPADEResBlock(4)
     block(x, seg)
     check_config_round_trip(block, lambda m: m(x, seg))
+    check_precision(SPADEResBlock(4, "spectralspadeinstance3x3"), lambda m: m(x, seg))
+
+
+@pytest.mark.parametrize(
+    "norm, spectral, norm_class, bias",
+    [("spectralinstance", True, "GroupNormalization", False), ("batch", False, "BatchNormalization", False),
+     ("spectralsyncbatch", True, "BatchNormalization", False), ("none", False, None, True), (None, False, None, True)],
+)
+def test_conv_norm_is_the_references_nonspade_norm_layer(norm, spectral, norm_class, bias):
+    layers = conv_norm(norm, 6, 3, ("c", "c_sn", "c_norm"), strides=2, dtype="mixed_bfloat16")
+    conv = layers.conv.layer if spectral else layers.conv
+    assert isinstance(layers.conv, SpectralNorm) == spectral and conv.name == "c" and conv.strides == (2, 2)
+    assert conv.use_bias == bias  # a bias only when no norm follows, as the reference
+    assert (type(layers.norm).__name__ if layers.norm else None) == norm_class
+    assert all(layer.dtype_policy.name == "mixed_bfloat16" for layer in (layers.conv, conv, layers.norm) if layer)
+    if spectral:
+        assert layers.conv.name == "c_sn"
+    if layers.norm is not None:
+        assert layers.norm.name == "c_norm"
+    y = layers(np.ones((1, 8, 8, 2), "float32"), training=True)
+    assert y.shape == (1, 3, 3, 6) and y.dtype == "bfloat16"  # "valid": the callers pad as PyTorch
+    transposed = conv_norm("instance", 3, 3, ("t", "t_sn", "t_norm"), strides=2, transpose=True)
+    assert type(transposed.conv).__name__ == "Conv2DTranspose" and transposed.conv.use_bias is False

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spade_tf.config import load_config
+from spade_tf.config import load_config, replace
 from spade_tf.io.nvlabs import ImportMismatch, config_from_opt, import_checkpoint, load_nvlabs_generator, main
 from spade_tf.io.torch_pth import CheckpointError
 from spade_tf.models import build_generator
@@ -57,8 +57,7 @@ def test_discriminator_parity_for_every_feature(imported, kind):
 
 
 def test_checkpoint_for_another_configuration_names_the_differences(nvlabs_fixture):
-    cfg = config_from_opt(nvlabs_fixture / "options.txt")
-    cfg.data.label_nc = 7
+    cfg = replace(config_from_opt(nvlabs_fixture / "options.txt"), {"data.label_nc": 7})
     with pytest.raises(ImportMismatch) as e:
         load_nvlabs_generator(build_generator(cfg), nvlabs_fixture / "latest_net_G.pth")
     assert "head_0.norm_0.mlp_shared.0.weight: checkpoint (128, 6, 3, 3) vs model (3, 3, 8, 128)" in str(e.value)

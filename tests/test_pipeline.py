@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from spade_tf.config import Config, DataConfig, TrainConfig
+from spade_tf.config import Config, DataConfig, TrainConfig, replace
 from spade_tf.data import DataError, build_dataset, decode
 
 H, W = 32, 64
@@ -55,7 +55,7 @@ def test_batches_have_the_documented_keys_shapes_and_dtypes(tmp_path):
     batch = next(iter(build_dataset(cfg)))
     assert -1.0 <= batch["image"].numpy().min() and batch["image"].numpy().max() <= 1.0
     assert set(np.unique(batch["label"])) <= set(range(8))
-    cfg.data.no_instance = True
+    cfg = replace(cfg, {"data.no_instance": True})
     assert set(build_dataset(cfg).element_spec) == {"label", "image"}
 
 
@@ -83,7 +83,7 @@ def test_same_seed_same_batches_and_each_epoch_reshuffled(tmp_path):
     assert all(sorted(e) == list(range(8)) for e in epochs)
     assert len({tuple(e) for e in epochs}) == 3  # reshuffled every epoch, deterministically
 
-    cfg.data.seed = 1
+    cfg = replace(cfg, {"data.seed": 1})
     assert ids(build_dataset(cfg)) != ids(first)
 
 
@@ -200,7 +200,7 @@ def test_a_jpeg_with_a_damaged_scan_names_itself_and_skip_drops_it_with_a_warnin
     cfg = make_cfg(tmp_path, batch_size=1)
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"image {bad} cannot be read or decoded"):
         list(build_dataset(cfg, "val"))
-    cfg.data.on_bad_file = "skip"
+    cfg = replace(cfg, {"data.on_bad_file": "skip"})
     assert ids(build_dataset(cfg, "val")) == [0, 1, 3]
     assert f"skipping a sample: image {bad} cannot be read or decoded" in caplog.text
     assert sorted(ids(build_dataset(cfg, "train", batch_size=1))) == [0, 1, 3]
@@ -236,7 +236,7 @@ def test_label_outside_the_label_set_names_the_file_and_values(tmp_path):
         list(build_dataset(cfg, "val"))
     assert str(bad) in e.value.message and "[9 40]" in e.value.message and "expected 0..7" in e.value.message
 
-    cfg.data.on_bad_file = "skip"
+    cfg = replace(cfg, {"data.on_bad_file": "skip"})
     assert ids(build_dataset(cfg, "val")) == [0, 2]
 
 
@@ -249,7 +249,7 @@ def test_255_is_kept_with_a_dontcare_label_and_an_error_without(tmp_path):
     cfg = make_cfg(tmp_path, batch_size=1, preprocess_mode="none", contain_dontcare_label=True)
     first = next(iter(build_dataset(cfg, "val")))["label"].numpy()[0]
     np.testing.assert_array_equal(first, label)  # 255 left for semantic_input to map to "unknown"
-    cfg.data.contain_dontcare_label = False
+    cfg = replace(cfg, {"data.contain_dontcare_label": False})
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{path}.*255.*only with data.contain_dontcare_label"):
         list(build_dataset(cfg, "val"))
 
@@ -271,7 +271,7 @@ def test_synthetic_dataset_through_the_pipeline():
         data=DataConfig(dataset_mode="synthetic", label_nc=8, no_instance=False, crop_size=64, synthetic_size=6),
         train=TrainConfig(batch_size=2),
     )
-    cfg.model.num_upsampling_layers = "normal"
+    cfg = replace(cfg, {"model.num_upsampling_layers": "normal"})
     train = list(build_dataset(cfg))
     assert len(train) == 3
     assert train[0]["label"].shape == (2, 64, 64) and train[0]["image"].shape == (2, 64, 64, 3)
@@ -281,7 +281,7 @@ def test_synthetic_dataset_through_the_pipeline():
         np.testing.assert_array_equal(a["image"], b["image"])
     val = next(iter(build_dataset(cfg, "val")))
     assert not np.array_equal(val["image"], train[0]["image"])
-    cfg.data.no_instance = True
+    cfg = replace(cfg, {"data.no_instance": True})
     assert set(build_dataset(cfg).element_spec) == {"label", "image"}
 
 

@@ -22,6 +22,14 @@ def tiny(tmp_path, *overrides):
     return load_config("synthetic", [*TINY, f"train.checkpoints_dir={tmp_path}", *overrides])
 
 
+def run_script(name, tmp_path):
+    """Runs tests/<name> in a fresh process (logical devices are set once per process); it prints OK."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run([sys.executable, str(HERE / name), str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+
+
 def snapshot(model):
     return [np.array(v) for v in model.trainable_variables]
 
@@ -129,14 +137,14 @@ def test_xla_failure_falls_back_without_xla(tmp_path, monkeypatch, caplog):
     """A step XLA cannot compile (a py_function inside) runs without XLA after a warning."""
     trainer = Trainer(tiny(tmp_path, "train.jit_compile='on'"))
     assert trainer.jit
-    discriminator_losses = trainer.discriminator_losses
+    discriminator_losses = trainer.model.discriminator_losses
 
     def uncompilable(semantics, real):
         terms = discriminator_losses(semantics, real)
         terms["D_real"] = tf.py_function(lambda x: x, [terms["D_real"]], tf.float32)
         return terms
 
-    monkeypatch.setattr(trainer, "discriminator_losses", uncompilable)
+    monkeypatch.setattr(trainer.model, "discriminator_losses", uncompilable)
     iterator = iter(trainer.distributed_dataset())
     with caplog.at_level(logging.WARNING):
         logs = trainer.run_step(iterator)
@@ -147,10 +155,7 @@ def test_xla_failure_falls_back_without_xla(tmp_path, monkeypatch, caplog):
 @pytest.mark.slow
 def test_two_cpu_replicas_match_one_device(tmp_path):
     """MirroredStrategy on 2 logical CPUs: same first-step losses as one device, batch-norm stats in sync."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(HERE / "mirrored_step.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+    run_script("mirrored_step.py", tmp_path)
 
 
 @pytest.mark.slow
@@ -186,7 +191,4 @@ def test_a_resumed_run_is_fed_the_batches_an_uninterrupted_run_is(tmp_path):
 @pytest.mark.slow
 def test_a_resumed_run_feeds_two_replicas_the_batches_of_an_uninterrupted_run(tmp_path):
     """MirroredStrategy on 2 logical CPUs (a subprocess: logical devices are set once per process)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(HERE / "fed_batches.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+    run_script("fed_batches.py", tmp_path)

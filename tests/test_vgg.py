@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from pth_helpers import Storage, Tensor, write_checkpoint  # torch.save's format, without torch
 
-from spade_tf.config import Config
+from spade_tf.config import Config, replace
 from spade_tf.io.torch_pth import CheckpointError
 from spade_tf.losses import VGG19Features, VGGLoss, build_vgg, load_torchvision_vgg19
 
@@ -135,10 +135,7 @@ def test_load_torchvision_vgg19_errors(tmp_path, torch_state):
 
 
 def _config(**train):
-    cfg = Config()
-    for key, value in train.items():
-        setattr(cfg.train, key, value)
-    return cfg
+    return replace(Config(), {"train": train})
 
 
 def test_build_vgg(torch_state, caplog):

@@ -131,6 +131,8 @@ def build_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def distributed_dataset(strategy, cfg, split: str = "train"):
-    """`build_dataset` per input pipeline of `strategy`, each reading its own shard."""
-    return strategy.distribute_datasets_from_function(lambda ctx: build_dataset(cfg, split, ctx))
+def distributed_dataset(strategy, cfg, split: str = "train", repeat: bool = False, start_step: int = 0):
+    """`build_dataset` per input pipeline of `strategy`, each reading its own shard (from `start_step`'s position)."""
+    return strategy.distribute_datasets_from_function(
+        lambda ctx: build_dataset(cfg, split, ctx, repeat=repeat, start_step=start_step)
+    )

@@ -6,42 +6,26 @@ is built with "spectral" removed from its norm strings, its kernels get kernel /
 other weight is copied, so the exported graph holds plain convolutions.
 """
 
-import contextlib
-import dataclasses
-
-import keras
-
+from spade_tf.config import replace
 from spade_tf.layers import SpectralNorm
 from spade_tf.models import build_encoder, build_generator
 
 PRECISION_POLICIES = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # export.precision -> Keras policy
 
 
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Keras's global dtype policy set to `name` while networks are built inside the block."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def inference_networks(cfg, generator, encoder=None):
     """(generator, encoder or None) for export: spectral norm folded, computing in `cfg.export.precision`.
 
     `generator` and `encoder` are the trained networks built from `cfg`; the new ones are built
-    from `cfg` with plain norms under the precision's Keras dtype policy (variables stay float32).
+    from `cfg` with plain norms, their layers in the precision's Keras dtype policy (variables stay float32).
     """
     if cfg.model.use_vae and encoder is None:
         raise ValueError("this is a VAE model (model.use_vae): pass its encoder, encode_style needs it")
-    model = dataclasses.replace(
-        cfg.model, norm_G=cfg.model.norm_G.removeprefix("spectral"), norm_E=cfg.model.norm_E.removeprefix("spectral")
-    )
-    plain = dataclasses.replace(cfg, model=model)
-    with dtype_policy(PRECISION_POLICIES[cfg.export.precision]):
-        folded_generator, folded_encoder = build_generator(plain), build_encoder(plain)
+    m = cfg.model
+    plain = replace(cfg, {"model": {"norm_G": m.norm_G.removeprefix("spectral"),
+                                    "norm_E": m.norm_E.removeprefix("spectral")}})
+    dtype = PRECISION_POLICIES[cfg.export.precision]
+    folded_generator, folded_encoder = build_generator(plain, dtype=dtype), build_encoder(plain, dtype=dtype)
     fold_spectral_norm(generator, folded_generator)
     if folded_encoder is not None:
         fold_spectral_norm(encoder, folded_encoder)

@@ -25,6 +25,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from spade_tf.models.encoder import reparameterize
 from spade_tf.semantics import semantic_input
 
 Z_SEED_ALG = "philox"  # fixed, so that a seed means the same z on every device
@@ -150,8 +151,8 @@ class ExportModule(tf.Module):
         with tf.control_dependencies([check]):
             x = tf.cast(image, tf.float32) / 127.5 - 1.0
         mu, logvar = (tf.cast(t, tf.float32) for t in self.networks.encoder(x, training=False))
-        # tf.random.normal, not models.reparameterize: a Keras seed would be fixed when the graph is traced.
-        z = mu + tf.random.normal(tf.shape(mu)) * tf.exp(0.5 * logvar)
+        # tf.random.normal at serving time (a Keras seed would be fixed when the graph is traced).
+        z = reparameterize(mu, logvar, tf.random.normal(tf.shape(mu)))
         return {"z": z, "mu": mu, "logvar": logvar}
 
     # --- signatures ----------------------------------------------------------------------

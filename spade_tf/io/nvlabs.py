@@ -18,7 +18,7 @@ import sys
 import keras
 import numpy as np
 
-from spade_tf.config import Config
+from spade_tf.config import CHOICES, Config, replace
 from spade_tf.io.torch_pth import CheckpointError, load_state_dict
 from spade_tf.layers import SpectralNorm, SPADEResBlock, parse_norm
 
@@ -174,7 +174,7 @@ def config_from_opt(opt_path, base: Config = None) -> Config:
     """Builds a Config from the reference's `opt.txt` (options it does not share are ignored)."""
     cfg = base or Config()
     text = pathlib.Path(opt_path).read_text()
-    found = 0
+    values = {}
     for line in text.splitlines():
         m = _OPT_LINE.match(line)
         if not m:
@@ -183,10 +183,9 @@ def config_from_opt(opt_path, base: Config = None) -> Config:
         section, field = _RENAMED.get(key, (_SECTION_OF.get(key), key))
         if section is None:
             if key == "name":
-                cfg.name = raw
+                values["name"] = raw
             continue
-        target = getattr(cfg, section)
-        current = getattr(target, field)
+        current = getattr(getattr(cfg, section), field)
         try:
             if isinstance(current, bool):
                 value = {"True": True, "False": False}[raw]
@@ -194,19 +193,18 @@ def config_from_opt(opt_path, base: Config = None) -> Config:
                 value = int(raw)
             elif isinstance(current, float):
                 value = float(raw)
-            elif isinstance(current, list):
+            elif isinstance(current, tuple):
                 continue
             else:
                 value = raw
         except (KeyError, ValueError):
             raise ValueError(f"{opt_path}: option {key} has value {raw!r}, expected a {type(current).__name__}")
-        setattr(target, field, value)
-        found += 1
-    if not found:
+        values[f"{section}.{field}"] = value
+    if not values.keys() - {"name"}:
         raise ValueError(f"{opt_path} has no reference options (expected lines like 'label_nc: 182')")
-    if cfg.data.dataset_mode not in ("cityscapes", "ade20k", "coco", "facades", "custom", "synthetic"):
-        cfg.data.dataset_mode = "custom"
-    return cfg
+    if values.get("data.dataset_mode", cfg.data.dataset_mode) not in CHOICES["data.dataset_mode"]:
+        values["data.dataset_mode"] = "custom"
+    return replace(cfg, values, str(opt_path))
 
 
 def import_checkpoint(checkpoint_dir, cfg: Config, which_epoch="latest"):

@@ -3,7 +3,8 @@
 `norm_G` strings look like `spectralspadesyncbatch3x3`: optional spectral norm on the residual
 blocks' convolutions, then the SPADE layer's parameter-free norm (`syncbatch`, `batch` or
 `instance`) and its kernel size. `norm_D` / `norm_E` strings look like `spectralinstance`:
-optional spectral norm, then `instance`, `batch`, `sync_batch` or `none`.
+optional spectral norm, then `instance`, `batch`, `sync_batch` or `none`; `conv_norm` builds such
+a convolution with its spectral norm and norm, as the reference's `get_nonspade_norm_layer`.
 
 Batch norm follows PyTorch's defaults: momentum 0.1 in PyTorch's sense is Keras's
 `momentum=0.9`, epsilon 1e-5. Keras updates the moving variance with the biased batch variance,
@@ -12,8 +13,11 @@ more than a hundred values per channel, and does not affect training-mode output
 """
 
 import re
+import typing
 
 import keras
+
+from spade_tf.layers.spectral_norm import SpectralNorm
 
 _SPADE_NORM = re.compile(r"^(spectral)?spade(syncbatch|batch|instance)(\d+)x(\d+)$")
 _NORM = re.compile(r"^(spectral)?(instance|batch|sync_batch|syncbatch|none)$")
@@ -41,31 +45,64 @@ def parse_norm(norm: str):
     return bool(m.group(1)), m.group(2).replace("syncbatch", "sync_batch")
 
 
-def _batch_norm(synchronized, affine, name):
+def _instance_norm(name, dtype):
+    return keras.layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5, name=name, dtype=dtype)
+
+
+def _batch_norm(synchronized, affine, name, dtype):
     return keras.layers.BatchNormalization(
         momentum=0.9, epsilon=1e-5, center=affine, scale=affine, synchronized=synchronized, name=name,
-        gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
+        gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), dtype=dtype,
     )
 
 
-def param_free_norm(kind: str, name=None):
+def param_free_norm(kind: str, name=None, dtype=None):
     """SPADE's normalisation without learned scale and shift: syncbatch, batch or instance."""
     if kind == "instance":
-        return keras.layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5, name=name)
+        return _instance_norm(name, dtype)
     if kind in ("syncbatch", "batch"):
-        return _batch_norm(kind == "syncbatch", affine=False, name=name)
+        return _batch_norm(kind == "syncbatch", affine=False, name=name, dtype=dtype)
     raise ValueError(f"unknown parameter-free norm '{kind}'; expected syncbatch, batch or instance")
 
 
-def nonspade_norm(kind: str, name=None):
+def nonspade_norm(kind: str, name=None, dtype=None):
     """The norm after a discriminator / encoder / pix2pixHD convolution, or None for `none`.
 
     Instance norm has no affine parameters (PyTorch's InstanceNorm2d default); batch norms do.
     """
     if kind == "instance":
-        return keras.layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5, name=name)
+        return _instance_norm(name, dtype)
     if kind in ("batch", "sync_batch"):
-        return _batch_norm(kind == "sync_batch", affine=True, name=name)
+        return _batch_norm(kind == "sync_batch", affine=True, name=name, dtype=dtype)
     if kind == "none":
         return None
     raise ValueError(f"unknown norm '{kind}'; expected instance, batch, sync_batch or none")
+
+
+class ConvNorm(typing.NamedTuple):
+    """A convolution (spectral-normalised or not) and the norm after it (None for `none`)."""
+
+    conv: keras.layers.Layer
+    norm: typing.Optional[keras.layers.Layer]
+
+    def __call__(self, x, training=None):
+        kwargs = {} if training is None else {"training": training}
+        x = self.conv(x, **kwargs)
+        return x if self.norm is None else self.norm(x, **kwargs)
+
+
+def conv_norm(norm, filters, kernel_size, names, strides=1, transpose=False, dtype=None) -> ConvNorm:
+    """The reference's `get_nonspade_norm_layer`: a conv, spectral norm when `norm` starts with
+    "spectral", then the norm; the conv has a bias only when no norm follows.
+
+    `norm`: a norm_D / norm_E string, or None for a plain conv with bias. `names`: (conv, spectral
+    norm, norm) layer names; the NVlabs importer and saved checkpoints rely on them. `transpose`:
+    Conv2DTranspose. `dtype`: every layer's dtype policy.
+    """
+    spectral, kind = parse_norm(norm) if norm else (False, "none")
+    conv_name, sn_name, norm_name = names
+    conv_class = keras.layers.Conv2DTranspose if transpose else keras.layers.Conv2D
+    conv = conv_class(filters, kernel_size, strides=strides, use_bias=kind == "none", name=conv_name, dtype=dtype)
+    if spectral:
+        conv = SpectralNorm(conv, name=sn_name, dtype=dtype)
+    return ConvNorm(conv, nonspade_norm(kind, name=norm_name, dtype=dtype))

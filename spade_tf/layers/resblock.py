@@ -27,11 +27,13 @@ class SPADEResBlock(keras.layers.Layer):
         self.spectral, self.norm_type, self.spade_kernel_size = parse_spade_norm(norm_G)
 
     def _conv(self, filters, kernel_size, name, use_bias=True):
-        conv = keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=use_bias, name=name)
-        return SpectralNorm(conv, name=f"{name}_sn") if self.spectral else conv
+        conv = keras.layers.Conv2D(
+            filters, kernel_size, padding="same", use_bias=use_bias, name=name, dtype=self.dtype_policy
+        )
+        return SpectralNorm(conv, name=f"{name}_sn", dtype=self.dtype_policy) if self.spectral else conv
 
     def _spade(self, name):
-        return SPADE(self.norm_type, self.spade_kernel_size, name=name)
+        return SPADE(self.norm_type, self.spade_kernel_size, name=name, dtype=self.dtype_policy)
 
     def build(self, x_shape, segmap_shape):
         fin, fout = x_shape[-1], self.filters

@@ -26,9 +26,9 @@ class SPADE(keras.layers.Layer):
         self.kernel_size = kernel_size
         self.hidden_channels = hidden_channels
         conv = lambda filters, name, **kw: keras.layers.Conv2D(  # noqa: E731
-            filters, kernel_size, padding="same", name=name, **kw
+            filters, kernel_size, padding="same", name=name, dtype=self.dtype_policy, **kw
         )
-        self.param_free_norm = param_free_norm(norm_type, name="param_free_norm")
+        self.param_free_norm = param_free_norm(norm_type, name="param_free_norm", dtype=self.dtype_policy)
         self.mlp_shared = conv(hidden_channels, "mlp_shared", activation="relu")
         self._conv = conv
 

@@ -16,6 +16,7 @@ from keras import ops
 
 from spade_tf.io.torch_pth import load_state_dict
 from spade_tf.losses.gan import per_example_mean
+from spade_tf.models.network import Network, policy
 
 log = logging.getLogger(__name__)
 
@@ -36,32 +37,26 @@ CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)  # keras.appli
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
-class VGG19Features(keras.Model):
+class VGG19Features(Network):
     """VGG19's convolutional trunk up to relu5_1 (3x3 convs with bias, ReLU, 2x2 max-pools), frozen.
 
     Input: RGB images [batch, H, W, 3]. Output: [relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]
     (full, 1/2, 1/4, 1/8 and 1/16 resolution). Weights are random until loaded.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, dtype=None, **kwargs):
+        dtype = policy(dtype)
         inputs = keras.Input((None, None, 3), name="image")
         x, outputs = inputs, []
         for name, _, filters in VGG19_CONVS:
             block, index = name[4:].split("_")
             if index == "1" and block != "1":
-                x = keras.layers.MaxPooling2D(2, name=f"pool{int(block) - 1}")(x)
-            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=name)(x)
+                x = keras.layers.MaxPooling2D(2, name=f"pool{int(block) - 1}", dtype=dtype)(x)
+            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=name, dtype=dtype)(x)
             if index == "1":
                 outputs.append(x)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(inputs, outputs, {}, dtype, **kwargs)
         self.trainable = False
-
-    def get_config(self):
-        return {"name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 def load_torchvision_vgg19(model, path):
@@ -127,12 +122,12 @@ def load_keras_imagenet_vgg19(model):
         model.get_layer(name).set_weights([kernel, bias])
 
 
-def build_vgg(cfg):
+def build_vgg(cfg, dtype=None):
     """The frozen VGG19 of the perceptual loss from `cfg.train`, or None when `train.no_vgg_loss`.
 
     `train.vgg_weights`: a path to torchvision's `vgg19-*.pth` (the reference's weights);
     "keras-imagenet" (see `load_keras_imagenet_vgg19`); or "random" (tests and benchmarks only).
-    Layers follow the global Keras dtype policy at the time of the call.
+    `dtype`: its layers' dtype policy (None: the global one).
     """
     t = cfg.train
     if t.no_vgg_loss:
@@ -142,7 +137,7 @@ def build_vgg(cfg):
             "the VGG loss is on but train.vgg_weights is empty: set train.vgg_weights=<path to "
             f"torchvision's {TORCHVISION_FILE}> (the reference's ImageNet VGG19), or turn the loss "
             "off with train.no_vgg_loss=true")
-    vgg = VGG19Features(name="vgg19")
+    vgg = VGG19Features(name="vgg19", dtype=dtype)
     if t.vgg_weights == "random":
         log.warning("train.vgg_weights=random: the VGG perceptual loss uses a randomly initialised "
                     "VGG19; use this for tests and benchmarks only, not to train a model")

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from spade_tf.layers import SpectralNorm, SymmetricPad2D, nonspade_norm, parse_norm
+from spade_tf.layers import SymmetricPad2D, conv_norm
+from spade_tf.models.network import Network, policy
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -26,18 +27,15 @@ class AvgPoolExcludePad(keras.layers.Layer):
         return (b, half(h), half(w), c)
 
 
-def _conv_group(x, filters, stride, norm, name):
-    """Conv 4x4 (PyTorch padding 2) [+ spectral norm] [+ norm], as `get_nonspade_norm_layer`."""
-    spectral, kind = parse_norm(norm) if norm else (False, "none")
-    norm_layer = nonspade_norm(kind, name=f"{name}_norm")
-    x = SymmetricPad2D(2, name=f"{name}_pad")(x)
-    conv = keras.layers.Conv2D(filters, 4, strides=stride, use_bias=norm_layer is None, name=f"{name}_conv")
-    x = (SpectralNorm(conv, name=f"{name}_sn") if spectral else conv)(x)
-    return x if norm_layer is None else norm_layer(x)
+def _conv_group(x, filters, stride, norm, name, dtype):
+    """Conv 4x4 (PyTorch padding 2) [+ spectral norm] [+ norm]."""
+    x = SymmetricPad2D(2, name=f"{name}_pad", dtype=dtype)(x)
+    names = (f"{name}_conv", f"{name}_sn", f"{name}_norm")
+    return conv_norm(norm, filters, 4, names, strides=stride, dtype=dtype)(x)
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
-class NLayerDiscriminator(keras.Model):
+class NLayerDiscriminator(Network):
     """PatchGAN: a plain 4x4 stride-2 conv, `n_layers_D - 1` normalised convs (widths doubling up to
     512, the last one stride 1), then a 4x4 conv to one logit per patch.
 
@@ -45,50 +43,44 @@ class NLayerDiscriminator(keras.Model):
     output (after its leaky ReLU; the last one is the logits), for feature matching.
     """
 
-    def __init__(self, input_nc, ndf=64, n_layers_D=4, norm_D="spectralinstance", **kwargs):
+    def __init__(self, input_nc, ndf=64, n_layers_D=4, norm_D="spectralinstance", dtype=None, **kwargs):
+        config = dict(input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D, norm_D=norm_D)
+        dtype = policy(dtype)
         inputs = keras.Input((None, None, input_nc), name="input")
         features = []
-        x = _conv_group(inputs, ndf, 2, None, "model0")
-        x = keras.layers.LeakyReLU(0.2)(x)
+        x = _conv_group(inputs, ndf, 2, None, "model0", dtype)
+        x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
         features.append(x)
         nf = ndf
         for n in range(1, n_layers_D):
             nf = min(nf * 2, 512)
-            x = _conv_group(x, nf, 1 if n == n_layers_D - 1 else 2, norm_D, f"model{n}")
-            x = keras.layers.LeakyReLU(0.2)(x)
+            x = _conv_group(x, nf, 1 if n == n_layers_D - 1 else 2, norm_D, f"model{n}", dtype)
+            x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
             features.append(x)
-        features.append(_conv_group(x, 1, 1, None, f"model{n_layers_D}"))
+        features.append(_conv_group(x, 1, 1, None, f"model{n_layers_D}", dtype))
         features = [keras.layers.Identity(dtype="float32", name=f"feature{i}")(f) for i, f in enumerate(features)]
-        super().__init__(inputs=inputs, outputs=features, **kwargs)
+        super().__init__(inputs, features, config, dtype, **kwargs)
         self.input_nc, self.ndf, self.n_layers_D, self.norm_D = input_nc, ndf, n_layers_D, norm_D
-
-    def get_config(self):
-        return {
-            "name": self.name, "trainable": self.trainable, "input_nc": self.input_nc,
-            "ndf": self.ndf, "n_layers_D": self.n_layers_D, "norm_D": self.norm_D,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
-class MultiscaleDiscriminator(keras.Model):
+class MultiscaleDiscriminator(Network):
     """`num_D` PatchGANs, scale i seeing the input average-pooled i times.
 
     Output: a list over scales of lists of features (the last of each is that scale's logits).
     """
 
-    def __init__(self, input_nc, ndf=64, n_layers_D=4, norm_D="spectralinstance", num_D=2, **kwargs):
+    def __init__(self, input_nc, ndf=64, n_layers_D=4, norm_D="spectralinstance", num_D=2, dtype=None, **kwargs):
+        config = dict(input_nc=input_nc, ndf=ndf, n_layers_D=n_layers_D, norm_D=norm_D, num_D=num_D)
+        dtype = policy(dtype)
         inputs = keras.Input((None, None, input_nc), name="input")
         outputs, x = [], inputs
         for i in range(num_D):
-            d = NLayerDiscriminator(input_nc, ndf, n_layers_D, norm_D, name=f"discriminator_{i}")
+            d = NLayerDiscriminator(input_nc, ndf, n_layers_D, norm_D, name=f"discriminator_{i}", dtype=dtype)
             outputs.append(d(x))
             if i != num_D - 1:
-                x = AvgPoolExcludePad(name=f"downsample_{i}")(x)
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+                x = AvgPoolExcludePad(name=f"downsample_{i}", dtype=dtype)(x)
+        super().__init__(inputs, outputs, config, dtype, **kwargs)
         self.input_nc, self.ndf, self.n_layers_D, self.norm_D, self.num_D = input_nc, ndf, n_layers_D, norm_D, num_D
 
     def __call__(self, inputs, *args, **kwargs):
@@ -98,13 +90,3 @@ class MultiscaleDiscriminator(keras.Model):
                 f"the discriminator expects concat(semantic map, image) [batch, H, W, {self.input_nc}]; got {shape}"
             )
         return super().__call__(inputs, *args, **kwargs)
-
-    def get_config(self):
-        return {
-            "name": self.name, "trainable": self.trainable, "input_nc": self.input_nc, "ndf": self.ndf,
-            "n_layers_D": self.n_layers_D, "norm_D": self.norm_D, "num_D": self.num_D,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

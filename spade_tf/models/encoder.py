@@ -3,13 +3,14 @@
 import keras
 from keras import ops
 
-from spade_tf.layers import SpectralNorm, SymmetricPad2D, nonspade_norm, parse_norm
+from spade_tf.layers import SymmetricPad2D, conv_norm
+from spade_tf.models.network import Network, policy
 
 Z_DIM = 256  # the reference hard-codes its linear heads to 256 outputs
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
-class ConvEncoder(keras.Model):
+class ConvEncoder(Network):
     """Image in [-1, 1] -> (mu, logvar), each [batch, 256].
 
     The image is resized (bilinear, half-pixel) to 256x256, then six stride-2 3x3 convs of widths
@@ -18,26 +19,24 @@ class ConvEncoder(keras.Model):
     crops below 256 does not run).
     """
 
-    def __init__(self, ngf=64, norm_E="spectralinstance", **kwargs):
-        spectral, kind = parse_norm(norm_E)
+    def __init__(self, ngf=64, norm_E="spectralinstance", dtype=None, **kwargs):
+        config = dict(ngf=ngf, norm_E=norm_E)
+        dtype = policy(dtype)
         image = keras.Input((None, None, 3), name="image")
-        x = keras.layers.Resizing(256, 256, interpolation="bilinear", antialias=False, name="resize")(image)
+        x = keras.layers.Resizing(256, 256, interpolation="bilinear", antialias=False, name="resize", dtype=dtype)(image)
         for i, mult in enumerate((1, 2, 4, 8, 8, 8)):
             name = f"layer{i + 1}"
-            norm = nonspade_norm(kind, name=f"{name}_norm")
             if i:
-                x = keras.layers.LeakyReLU(0.2)(x)
-            x = SymmetricPad2D(1, name=f"{name}_pad")(x)
-            conv = keras.layers.Conv2D(mult * ngf, 3, strides=2, use_bias=norm is None, name=f"{name}_conv")
-            x = (SpectralNorm(conv, name=f"{name}_sn") if spectral else conv)(x)
-            if norm is not None:
-                x = norm(x)
-        x = keras.layers.LeakyReLU(0.2)(x)
-        x = keras.layers.Permute((3, 1, 2))(x)  # flatten channel-major, as the reference's NCHW view
-        x = keras.layers.Flatten()(x)
+                x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+            x = SymmetricPad2D(1, name=f"{name}_pad", dtype=dtype)(x)
+            names = (f"{name}_conv", f"{name}_sn", f"{name}_norm")
+            x = conv_norm(norm_E, mult * ngf, 3, names, strides=2, dtype=dtype)(x)
+        x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+        x = keras.layers.Permute((3, 1, 2), dtype=dtype)(x)  # flatten channel-major, as the reference's NCHW view
+        x = keras.layers.Flatten(dtype=dtype)(x)
         mu = keras.layers.Dense(Z_DIM, dtype="float32", name="fc_mu")(x)
         logvar = keras.layers.Dense(Z_DIM, dtype="float32", name="fc_var")(x)
-        super().__init__(inputs=image, outputs=[mu, logvar], **kwargs)
+        super().__init__(image, [mu, logvar], config, dtype, **kwargs)
         self.ngf, self.norm_E = ngf, norm_E
 
     def __call__(self, inputs, *args, **kwargs):
@@ -46,15 +45,10 @@ class ConvEncoder(keras.Model):
             raise ValueError(f"the encoder expects RGB images [batch, H, W, 3] in [-1, 1]; got shape {shape}")
         return super().__call__(inputs, *args, **kwargs)
 
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "ngf": self.ngf, "norm_E": self.norm_E}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+def reparameterize(mu, logvar, eps):
+    """z = mu + eps * exp(logvar / 2): a draw of N(mu, exp(logvar)) from eps ~ N(0, I).
 
-
-def reparameterize(mu, logvar, seed=None):
-    """z = mu + eps * exp(logvar / 2), eps ~ N(0, I)."""
-    eps = keras.random.normal(ops.shape(mu), seed=seed)
+    The caller draws eps: the trainer per seed, step and replica, the export at serving time.
+    """
     return mu + eps * ops.exp(0.5 * logvar)

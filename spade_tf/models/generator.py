@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from spade_tf.layers import NearestDownsample, SPADEResBlock
+from spade_tf.models.network import Network, policy
 
 NUM_UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
 
@@ -38,7 +39,7 @@ def image_size(crop_size: int, aspect_ratio: float, num_upsampling_layers: str):
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
-class SPADEGenerator(keras.Model):
+class SPADEGenerator(Network):
     """Decoder from a layout (or a style code z) to an image, with SPADE in every residual block.
 
     Input: the semantic map [batch, H, W, semantic_nc] (see `spade_tf.semantics`), plus
@@ -57,6 +58,7 @@ class SPADEGenerator(keras.Model):
         use_vae: take z through a linear layer instead of the downsampled layout.
         z_dim: size of z.
         crop_size, aspect_ratio: the reference's size options (width, width / height).
+        dtype: the layers' dtype policy, e.g. "mixed_bfloat16" (the image is float32 in any case).
     """
 
     def __init__(
@@ -69,8 +71,14 @@ class SPADEGenerator(keras.Model):
         z_dim=256,
         crop_size=256,
         aspect_ratio=1.0,
+        dtype=None,
         **kwargs,
     ):
+        config = dict(
+            semantic_nc=semantic_nc, ngf=ngf, num_upsampling_layers=num_upsampling_layers, norm_G=norm_G,
+            use_vae=use_vae, z_dim=z_dim, crop_size=crop_size, aspect_ratio=aspect_ratio,
+        )
+        dtype = policy(dtype)
         n = num_upsamplings(num_upsampling_layers)
         sh, sw = latent_size(crop_size, aspect_ratio, num_upsampling_layers)
         nf = ngf
@@ -79,20 +87,20 @@ class SPADEGenerator(keras.Model):
             segmap = keras.Input((sh * 2**n, sw * 2**n, semantic_nc), name="semantics")
             z = keras.Input((z_dim,), name="z")
             inputs = {"semantics": segmap, "z": z}
-            x = keras.layers.Dense(16 * nf * sh * sw, name="fc")(z)
+            x = keras.layers.Dense(16 * nf * sh * sw, name="fc", dtype=dtype)(z)
             # The reference reads the linear layer's output channel-major (NCHW).
-            x = keras.layers.Reshape((16 * nf, sh, sw))(x)
-            x = keras.layers.Permute((2, 3, 1))(x)
+            x = keras.layers.Reshape((16 * nf, sh, sw), dtype=dtype)(x)
+            x = keras.layers.Permute((2, 3, 1), dtype=dtype)(x)
         else:
             segmap = keras.Input((None, None, semantic_nc), name="semantics")
             inputs = segmap
-            x = NearestDownsample(2**n, name="downsample")(segmap)
-            x = keras.layers.Conv2D(16 * nf, 3, padding="same", name="fc")(x)
+            x = NearestDownsample(2**n, name="downsample", dtype=dtype)(segmap)
+            x = keras.layers.Conv2D(16 * nf, 3, padding="same", name="fc", dtype=dtype)(x)
 
         def up(x):
-            return keras.layers.UpSampling2D(2, interpolation="nearest")(x)
+            return keras.layers.UpSampling2D(2, interpolation="nearest", dtype=dtype)(x)
 
-        block = lambda filters, name: SPADEResBlock(filters, norm_G, name=name)  # noqa: E731
+        block = lambda filters, name: SPADEResBlock(filters, norm_G, name=name, dtype=dtype)  # noqa: E731
         x = block(16 * nf, "head_0")(x, segmap)
         x = up(x)
         x = block(16 * nf, "G_middle_0")(x, segmap)
@@ -103,10 +111,10 @@ class SPADEGenerator(keras.Model):
             x = block(mult * nf, f"up_{i}")(up(x), segmap)
         if n == 7:
             x = block(nf // 2, "up_4")(up(x), segmap)
-        x = keras.layers.LeakyReLU(0.2)(x)
-        x = keras.layers.Conv2D(3, 3, padding="same", name="conv_img")(x)
+        x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+        x = keras.layers.Conv2D(3, 3, padding="same", name="conv_img", dtype=dtype)(x)
         image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)
-        super().__init__(inputs=inputs, outputs=image, **kwargs)
+        super().__init__(inputs, image, config, dtype, **kwargs)
 
         # === Config ===
         self.semantic_nc = semantic_nc
@@ -169,21 +177,3 @@ class SPADEGenerator(keras.Model):
             z_shape = tuple(inputs["z"].shape)
             if len(z_shape) != 2 or z_shape[-1] not in (None, self.z_dim):
                 raise ValueError(f"z must be [batch, {self.z_dim}]; got shape {z_shape}")
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "semantic_nc": self.semantic_nc,
-            "ngf": self.ngf,
-            "num_upsampling_layers": self.num_upsampling_layers,
-            "norm_G": self.norm_G,
-            "use_vae": self.use_vae,
-            "z_dim": self.z_dim,
-            "crop_size": self.crop_size,
-            "aspect_ratio": self.aspect_ratio,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

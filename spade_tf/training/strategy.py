@@ -8,12 +8,10 @@
 The multi-worker strategy must be created before TensorFlow runs anything else in the process.
 """
 
-import contextlib
 import json
 import logging
 import os
 
-import keras
 import tensorflow as tf
 
 log = logging.getLogger(__name__)
@@ -48,9 +46,7 @@ def make_strategy(train_cfg) -> tf.distribute.Strategy:
         if gpus:
             return tf.distribute.MirroredStrategy()
         return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
-    if mode not in ("auto", "none"):
-        raise ValueError(f"train.distribute must be auto, none, mirrored or multiworker; got {mode!r}")
-    return tf.distribute.get_strategy()
+    return tf.distribute.get_strategy()  # auto on one device, or none (the config checks the choice)
 
 
 def devices(strategy):
@@ -109,13 +105,3 @@ def mixed_policy(train_cfg, strategy):
         return None
     return "mixed_float16" if on_gpus(strategy) else "mixed_bfloat16"
 
-
-@contextlib.contextmanager
-def dtype_policy(policy):
-    """Builds layers under `policy` (None: float32), restoring the previous global policy after."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy or "float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)

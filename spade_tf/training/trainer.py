@@ -7,20 +7,19 @@ counter, and the step must be rebuilt without XLA when compilation fails: `compi
 built around one model and one loss, and their callbacks would still need the
 `tf.train.CheckpointManager`, the NaN stop and the sample grids written here.
 
-One training iteration (`Trainer.run_step`), as the reference's `Pix2PixTrainer`:
-1. generator step (every `D_steps_per_G`-th iteration): fake = G(layout[, z]), with z from the
-   encoder on the real image (VAE); D sees fake and real in one batch; loss = GAN + feature
-   matching + VGG (+ KLD); G (and E) are updated with the generator's Adam;
-2. discriminator step: the fake is regenerated without gradient, loss = D_Fake + D_real.
+One training iteration (`Trainer.run_step`), as the reference's `Pix2PixTrainer`; the networks and
+their losses are `spade_tf.models.pix2pix_model.Pix2PixModel`'s, as the reference's `Pix2PixModel`:
+1. generator step (every `D_steps_per_G`-th iteration): loss = GAN + feature matching + VGG (+ KLD);
+   G (and E) are updated with the generator's Adam;
+2. discriminator step on a regenerated fake: loss = D_Fake + D_real.
 Every network runs in training mode throughout (batch-norm statistics, spectral-norm power
 iterations), as the reference's `model.train()`.
 
-Under distribution each replica reduces its per-example losses to its share of the global
-batch's loss (`losses.REDUCTION`: means via `tf.nn.compute_average_loss` over the global batch;
-the KL term summed, as the reference sums it over the batch); the optimizers sum the replicas'
-gradients, so the update equals the reference's on the global batch. Synchronized batch norm
-(norm_G `...syncbatch...`) comes from the model. Reported losses are the global values (replica
-shares summed).
+Under distribution each replica's loss terms are its share of the global batch's loss
+(`losses.replica_loss`: means over the global batch; the KL term summed, as the reference sums it
+over the batch); the optimizers sum the replicas' gradients, so the update equals the reference's
+on the global batch. Synchronized batch norm (norm_G `...syncbatch...`) comes from the model.
+Reported losses are the global values (replica shares summed).
 
 Only the chief writes checkpoints, TensorBoard logs and sample grids; other workers save into a
 temporary folder (saving is collective under MultiWorkerMirroredStrategy) removed at the end.
@@ -46,16 +45,14 @@ import time
 import keras
 import tensorflow as tf
 
-from spade_tf import losses
+from spade_tf.config import replace
 from spade_tf.data import pipeline
-from spade_tf.models import build_discriminator, build_encoder, build_generator
-from spade_tf.semantics import semantic_input
+from spade_tf.models import build_generator
+from spade_tf.models.pix2pix_model import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES, Pix2PixModel
 from spade_tf.training import checkpoints, schedule, strategy as placement, visuals
 
 log = logging.getLogger(__name__)
 
-GENERATOR_LOSSES = ("GAN", "GAN_Feat", "VGG", "KLD")
-DISCRIMINATOR_LOSSES = ("D_Fake", "D_real")
 NUM_SAMPLES = 4  # examples in a sample grid
 
 
@@ -99,10 +96,6 @@ class Trainer:
                 f"train.batch_size={t.batch_size} is the global batch and must be a multiple of the "
                 f"{replicas} replicas in sync"
             )
-        if t.D_steps_per_G < 1:
-            raise ValueError(f"train.D_steps_per_G must be >= 1, got {t.D_steps_per_G}")
-        if t.gan_mode not in losses.GAN_MODES:
-            raise ValueError(f"train.gan_mode must be one of {', '.join(losses.GAN_MODES)}; got {t.gan_mode!r}")
         self.is_chief = placement.is_chief(self.strategy)
         log.info("strategy: %s", placement.describe(self.strategy))
         self.jit, why = placement.choose_jit(t, self.strategy)
@@ -114,21 +107,20 @@ class Trainer:
         self.g_schedule, self.d_schedule = schedule.schedules(t, self.steps_per_epoch)
 
         keras.utils.set_random_seed(t.seed)
-        with self.strategy.scope(), placement.dtype_policy(self.policy):
-            self.generator = build_generator(cfg)
-            self.discriminator = build_discriminator(cfg)
-            self.encoder = build_encoder(cfg)
+        dtype = self.policy or "float32"  # every network layer's dtype policy
+        with self.strategy.scope():
+            self.model = Pix2PixModel(cfg, self._noise, dtype=dtype)
+            self.generator, self.discriminator, self.encoder = (
+                self.model.generator, self.model.discriminator, self.model.encoder)
             self.ema_generator = None
             if t.ema_decay > 0:
-                self.ema_generator = build_generator(cfg)
+                self.ema_generator = build_generator(cfg, dtype=dtype)
                 _copy_weights(self.ema_generator, self.generator)
-            vgg = losses.build_vgg(cfg)
-            self.vgg_loss = losses.VGGLoss(vgg, t.lambda_vgg) if vgg is not None else None
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             adam = schedule.adam_settings(t)
             self.g_optimizer = self._adam(lambda: self.g_schedule(self.step), adam, "g_optimizer")
             self.d_optimizer = self._adam(lambda: self.d_schedule(self.step), adam, "d_optimizer")
-            self.g_optimizer.build(self._g_variables())
+            self.g_optimizer.build(self.model.generator_variables())
             self.d_optimizer.build(self.discriminator.trainable_variables)
         parts = {
             "generator": self.generator,
@@ -155,84 +147,22 @@ class Trainer:
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=name)
         return optimizer
 
-    def _g_variables(self):
-        variables = list(self.generator.trainable_variables)
-        if self.encoder is not None:
-            variables += self.encoder.trainable_variables
-        return variables
-
     def learning_rates(self):
         """(generator lr, discriminator lr) at the current step."""
         return float(self.g_schedule(self.step)), float(self.d_schedule(self.step))
 
     # --- the step ------------------------------------------------------------------------
-    def semantics(self, batch):
-        d = self.cfg.data
-        return semantic_input(
-            batch["label"], batch.get("instance"), label_nc=d.label_nc,
-            contain_dontcare_label=d.contain_dontcare_label, use_instance=not d.no_instance,
-        )
-
-    def generate(self, semantics, real, training=True, generator=None, salt=0):
-        """(fake, mu, logvar); mu and logvar are None without VAE (z from the encoder on `real`).
-
-        `salt` tells apart the draws of z within one step (G step, D step, samples).
-        """
-        generator = generator or self.generator
-        if self.encoder is None:
-            return generator(semantics, training=training), None, None
-        mu, logvar = self.encoder(real, training=training)
-        z = mu + self._noise(tf.shape(mu), salt) * tf.exp(0.5 * logvar)  # models.reparameterize's formula
-        return generator({"semantics": semantics, "z": z}, training=training), mu, logvar
-
     def _noise(self, shape, salt):
         """N(0, I) keyed by (train.seed, step, replica, salt): each replica its own draw, every step a new one.
 
-        `models.reparameterize` draws from Keras's global seed generator, whose state variable is
-        created on first use and shared: under several replicas that fails inside tf.function, and
-        replicas would draw the same noise.
+        Not Keras's global seed generator: its state variable is created on first use and shared,
+        which fails inside tf.function under several replicas, and replicas would draw the same noise.
         """
         context = tf.distribute.get_replica_context()
         replica = context.replica_id_in_sync_group if context is not None else 0
         key = tf.stack([tf.constant(self.cfg.train.seed, tf.int64), tf.cast(self.step, tf.int64)])
         key = tf.random.experimental.stateless_fold_in(key, tf.cast(replica, tf.int64) * 4 + salt)
         return tf.random.stateless_normal(shape, key)
-
-    def discriminate(self, semantics, fake, real):
-        """D on fake and real in one batch, as the reference; -> (fake outputs, real outputs) per scale."""
-        pair = tf.concat([tf.concat([semantics, fake], -1), tf.concat([semantics, real], -1)], axis=0)
-        outputs = self.discriminator(pair, training=True)
-        if self.cfg.model.netD == "n_layer":
-            outputs = [outputs]
-        halves = [[tf.split(f, 2, axis=0) for f in scale] for scale in outputs]
-        return [[f for f, _ in scale] for scale in halves], [[r for _, r in scale] for scale in halves]
-
-    def _share(self, kind, per_example):
-        """This replica's share of a loss over the global batch (see `losses.REDUCTION`)."""
-        if losses.REDUCTION[kind] == "sum":
-            return tf.reduce_sum(per_example)
-        return tf.nn.compute_average_loss(per_example, global_batch_size=self.cfg.train.batch_size)
-
-    def generator_losses(self, semantics, real):
-        t = self.cfg.train
-        fake, mu, logvar = self.generate(semantics, real)
-        pred_fake, pred_real = self.discriminate(semantics, fake, real)
-        terms = {"GAN": self._share("gan", losses.generator_gan_loss(pred_fake, t.gan_mode))}
-        if not t.no_ganFeat_loss:
-            per_example = losses.feature_matching_loss(pred_fake, pred_real, t.lambda_feat)
-            terms["GAN_Feat"] = self._share("feature_matching", per_example)
-        if self.vgg_loss is not None:
-            terms["VGG"] = self._share("vgg", self.vgg_loss(fake, real))
-        if self.encoder is not None:
-            terms["KLD"] = self._share("kld", losses.kld_loss(mu, logvar, t.lambda_kld))
-        return terms
-
-    def discriminator_losses(self, semantics, real):
-        fake, _, _ = self.generate(semantics, real, salt=1)
-        fake = tf.stop_gradient(fake)
-        pred_fake, pred_real = self.discriminate(semantics, fake, real)
-        d_fake, d_real = losses.discriminator_gan_loss(pred_fake, pred_real, self.cfg.train.gan_mode)
-        return {"D_Fake": self._share("gan", d_fake), "D_real": self._share("gan", d_real)}
 
     def _update(self, optimizer, variables, compute_losses, *args):
         with tf.GradientTape() as tape:
@@ -248,15 +178,17 @@ class Trainer:
 
     def replica_step(self, batch, train_generator=True):
         """One iteration on this replica's batch: G step (if `train_generator`), then D step."""
-        semantics = self.semantics(batch)
+        model = self.model
+        semantics = model.semantics(batch)
         real = batch["image"]
         logs = {}
         if train_generator:
-            logs.update(self._update(self.g_optimizer, self._g_variables(), self.generator_losses, semantics, real))
+            logs.update(self._update(self.g_optimizer, model.generator_variables(), model.generator_losses,
+                                     semantics, real))
             if self.ema_generator is not None:
                 self._update_ema()
         d_variables = self.discriminator.trainable_variables
-        logs.update(self._update(self.d_optimizer, d_variables, self.discriminator_losses, semantics, real))
+        logs.update(self._update(self.d_optimizer, d_variables, model.discriminator_losses, semantics, real))
         return logs
 
     def _build_step(self, train_generator):
@@ -298,11 +230,8 @@ class Trainer:
         return {k: float(v) for k, v in logs.items()}
 
     def distributed_dataset(self, split="train", start_step=0):
-        """The repeated training data from the data position of `start_step`, each input pipeline
-        reading its own shard."""
-        return self.strategy.distribute_datasets_from_function(
-            lambda ctx: pipeline.build_dataset(self.cfg, split, ctx, repeat=True, start_step=start_step)
-        )
+        """The repeated training data from the data position of `start_step` (`pipeline.distributed_dataset`)."""
+        return pipeline.distributed_dataset(self.strategy, self.cfg, split, repeat=True, start_step=start_step)
 
     # --- samples -------------------------------------------------------------------------
     def sample_images(self, batch):
@@ -312,8 +241,8 @@ class Trainer:
 
             @tf.function(autograph=False)
             def sample(batch):
-                semantics = self.semantics(batch)
-                return self.generate(semantics, batch["image"], training=False, generator=generator, salt=2)[0]
+                semantics = self.model.semantics(batch)
+                return self.model.generate(semantics, batch["image"], training=False, generator=generator, salt=2)[0]
 
             self._sample_fn = sample
         return self._sample_fn(batch).numpy()
@@ -328,7 +257,7 @@ class Trainer:
             name = checkpoints.fresh_run_name(self.cfg)
             if name != self.cfg.name:
                 log.info("--fresh: %s holds a run; starting a new one in %s", checkpoints.run_dir(self.cfg), name)
-                self.cfg.name = name
+                self.cfg = replace(self.cfg, name=name)
         directory = checkpoints.run_dir(self.cfg)
         if checkpoints.has_checkpoint(directory):
             checkpoints.check_resumable(directory, self.cfg)

@@ -41,6 +41,7 @@ def layout_miou(cfg, generator, num_samples=16) -> float:
     import tensorflow as tf
 
     from spade_tf.data import pipeline, segmenter
+    from spade_tf.evaluation.segmentation import miou
     from spade_tf.semantics import semantic_input
 
     batch = next(iter(pipeline.build_dataset(cfg, "val", batch_size=num_samples)))
@@ -49,4 +50,4 @@ def layout_miou(cfg, generator, num_samples=16) -> float:
                                contain_dontcare_label=d.contain_dontcare_label, use_instance=not d.no_instance)
     images = tf.function(lambda s: generator(s, training=False))(semantics).numpy()
     labels = np.asarray(batch["label"])
-    return float(segmenter.miou(segmenter.segment(images), labels, d.label_nc)[0])
+    return float(miou(segmenter.segment(images), labels, d.label_nc)[0])

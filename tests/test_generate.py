@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from spade_tf.evaluation import generate
-from spade_tf.config import load_config
 from spade_tf.data import build_dataset
 from spade_tf.data.classes import colorize, decolorize
 from spade_tf.evaluation import synthesis
@@ -27,16 +26,17 @@ from spade_tf.semantics import semantic_input
 from spade_tf.training.checkpoints import restore_networks, save_imported
 from spade_tf.training.visuals import to_uint8
 
-from conftest import require_shared
-from test_fid import write_standin_graph
+from helpers import require_shared, tiny_config
+from helpers.standin_graph import write_standin_graph
 
-# ngf 4 at 32x32; gain 1 instead of 0.02 so that an untrained generator's images visibly vary.
-TINY = ["model.ngf=4", "data.crop_size=32", "data.synthetic_size=4", "model.init_variance=1.0", "name=tiny"]
+# helpers.TINY, and on purpose: ngf 4 at 32x32, 4 layouts, and gain 1 instead of 0.02 so that an
+# untrained generator's images visibly vary.
+GENERATE = ["model.ngf=4", "data.crop_size=32", "data.synthetic_size=4", "model.init_variance=1.0", "name=tiny"]
 OLD = 1_000_000_000_000_000_000  # an mtime (ns) in 2001: files that keep it were not rewritten
 
 
 def make_run(directory, preset="synthetic", overrides=()):
-    cfg = load_config(preset, list(TINY) + list(overrides))
+    cfg = tiny_config(*GENERATE, *overrides, preset=preset)
     save_imported(directory, cfg, build_generator(cfg, seed=3), encoder=build_encoder(cfg, seed=4))
     return directory
 
@@ -354,7 +354,7 @@ def test_nvlabs_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_mixed_bfloat16_synthesis_is_close_to_float32(tmp_path):
-    cfg = load_config("synthetic", TINY)
+    cfg = tiny_config(*GENERATE)
     generator = build_generator(cfg, seed=3)
     batch = next(iter(build_dataset(cfg, "test", batch_size=4)))
     semantics = semantic_input(

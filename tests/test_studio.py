@@ -29,8 +29,8 @@ from PIL import Image
 from serving.client import SpadeClientError
 from serving.studio import create_app, serve_studio
 from serving.studio.app import MAX_UPLOAD_BYTES
-from serving_fixtures import palette as standin_palette
-from serving_fixtures import seeded_noise, write_standin_model
+from helpers.standin_model import palette as standin_palette
+from helpers.standin_model import seeded_noise, write_standin_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "studio.png"

@@ -1,4 +1,4 @@
-"""A tiny stand-in SavedModel that follows the export contract (docs: /work/brief/EXPORT_CONTRACT.md).
+"""A tiny stand-in SavedModel that follows the export contract (spade_tf/export/module.py).
 
 It has the contract's signatures, dtypes, shapes, `assets.extra/labels.json` and warm-up file, and
 checkable outputs instead of a generator:

@@ -7,6 +7,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import functools  # noqa: E402
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -39,6 +41,27 @@ def tiny_export(tiny_run, tmp_path_factory) -> pathlib.Path:
     base = tmp_path_factory.mktemp("tiny-export") / "spade"
     export_run(tiny_run, export_dir=base)
     return base
+
+
+@pytest.fixture(scope="module")
+def standin_export():
+    """A stand-in export (helpers.studio) for the painting page's command-line and browser tests."""
+    from helpers.studio import write_studio_standin
+
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="studio-standin-"))
+    yield write_studio_standin(folder / "spade")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def model_server(standin_export):
+    """The embedded model server on `standin_export`: its gRPC address."""
+    from serving.server import ModelServer
+
+    server = ModelServer(model_base_path=str(standin_export), port=0, file_system_poll_wait_seconds=0)
+    port = server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=1)
 
 
 @pytest.fixture(autouse=True)

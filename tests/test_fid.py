@@ -3,7 +3,6 @@ extractor on a small stand-in graph with the real graph's tensor names; the fid 
 `eval.*` options."""
 
 import json
-import pathlib
 
 import numpy as np
 import pytest

@@ -1,9 +1,5 @@
 import functools
 import logging
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,9 +10,7 @@ from spade_tf.data import pipeline
 from spade_tf.training import checkpoints, trainer as trainer_module
 from spade_tf.training.trainer import NonFiniteLossError, Trainer
 
-from helpers import layout_miou
-
-HERE = pathlib.Path(__file__).parent
+from helpers import layout_miou, run_script
 
 
 @pytest.fixture
@@ -151,10 +145,7 @@ def test_xla_failure_falls_back_without_xla(tiny_config, monkeypatch, caplog):
 @pytest.mark.slow
 def test_two_cpu_replicas_match_one_device(tmp_path):
     """MirroredStrategy on 2 logical CPUs: same first-step losses as one device, batch-norm stats in sync."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(HERE / "mirrored_step.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+    run_script("mirrored_step.py", tmp_path)
 
 
 @pytest.mark.slow
@@ -188,7 +179,4 @@ def test_a_resumed_run_is_fed_the_batches_an_uninterrupted_run_is(tmp_path):
 @pytest.mark.slow
 def test_a_resumed_run_feeds_two_replicas_the_batches_of_an_uninterrupted_run(tmp_path):
     """MirroredStrategy on 2 logical CPUs (a subprocess: logical devices are set once per process)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(HERE / "fed_batches.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+    run_script("fed_batches.py", tmp_path)

@@ -13,6 +13,8 @@ Fixtures that use these are in tests/conftest.py.
 
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -34,6 +36,16 @@ def require_shared(relative: str) -> pathlib.Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def run_script(name, *args, timeout=600) -> str:
+    """Runs tests/<name> in a fresh Python process (for what can be set up only once per process, such
+    as logical devices) and checks that it printed OK; returns its output."""
+    script = pathlib.Path(__file__).resolve().parents[1] / name
+    result = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
+    return result.stdout
 
 
 # --- tiny configs --------------------------------------------------------------------------------

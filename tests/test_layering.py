@@ -168,3 +168,13 @@ def test_the_checker_finds_forbidden_imports_planted_in_a_copy(tmp_path):
                 assert len(added) >= 1, f"the planted line in {file} was not found: {found}"
             else:
                 assert found == before[name][file], file
+
+
+def test_tests_import_helpers_not_other_tests():
+    """Shared test code is in tests/helpers, imported as `helpers`: no test imports another test file,
+    conftest, or `tests.<module>` (which would load a second copy of a helper)."""
+    tests = REPO / "tests"
+    found = [f"{path.name}:{line}: imports {name}" for path in sorted(tests.rglob("*.py")) if "__pycache__" not in path.parts
+             for line, name in imports(path, REPO)
+             if name.split(".")[0] in ("conftest", "tests") or name.split(".")[0].startswith("test_")]
+    assert found == []

@@ -20,7 +20,7 @@ import json
 
 from spade_tf.shared import shared_dir
 
-REFERENCE_JSON = "reference/spade_torch_cpu.json"  # inside the shared folder
+REFERENCE_JSON = "reference/spade_torch_cpu.json"  # under $SPADE_SHARED; absent: the column stays empty
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m spade_tf.demo "$@"
+exec .venv/bin/python -m spade_tf.commands.demo "$@"

@@ -16,7 +16,7 @@ import pytest
 
 from bench import REFERENCE_JSON, machine, reference_figures, runner
 from bench import __main__ as cli
-from conftest import require_shared
+from helpers import require_shared
 
 FAKE_ONE = '''
 import os
@@ -242,6 +242,8 @@ def test_matmul_rate_counts_two_n_cubed_flops(monkeypatch):
 # --- bench.bench_inference on tiny settings -------------------------------------------------------
 
 
+# Not helpers.TINY, on purpose: overrides of the benchmarks' own settings (the ADE20K and Cityscapes
+# presets, which the bench loads itself), as narrow as their layer counts allow.
 TINY = ("model.ngf=4", "data.crop_size=128")  # Cityscapes' 6 upsamplings need crop_size >= 128
 TINY_ADE20K = ("model.ngf=4", "data.crop_size=64")
 

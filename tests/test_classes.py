@@ -13,8 +13,9 @@ from spade_tf.data.classes import (
     labels_json,
     palette,
 )
-from spade_tf.data.segmenter import miou, segment
+from spade_tf.data.segmenter import segment
 from spade_tf.data.synthetic import synthetic_sample
+from spade_tf.evaluation.segmentation import miou
 
 # (dataset mode, label_nc) of every preset, read from configs/<mode>.yaml.
 PRESETS = [(mode, load_config(mode).data.label_nc) for mode in DATASET_MODES]

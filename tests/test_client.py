@@ -15,7 +15,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from serving import client as client_module
 from serving.client import SpadeClient, SpadeClientError
 from serving.server import ModelServer
-from tests.serving_fixtures import instance_edges, palette, seeded_noise, write_standin_model
+from helpers.standin_model import instance_edges, palette, seeded_noise, write_standin_model
 
 PALETTE = palette(4).astype(int)
 

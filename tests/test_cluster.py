@@ -14,6 +14,8 @@ import pytest
 from spade_tf import cluster
 from spade_tf.shared import REPO_ROOT
 
+from helpers import TINY
+
 
 def pod_env(index=None, workers=None, **extra):
     """The variables deploy/k8s/base/training.yaml gives a pod (the downward API values filled in)."""
@@ -180,8 +182,8 @@ def _free_ports(n):
     return ports
 
 
-TINY = ["model.ngf=4", "model.ndf=8", "data.crop_size=32", "data.load_size=32", "train.batch_size=2",
-        "train.no_vgg_loss=true"]
+# Smaller than helpers.TINY on purpose: two training processes share the machine's 2 cores here.
+TWO_WORKERS = [*TINY, "model.ngf=4", "data.crop_size=32", "data.load_size=32", "train.no_vgg_loss=true"]
 
 
 def _run_workers(addresses, train_args, log_dir: pathlib.Path, timeout=420):
@@ -210,7 +212,7 @@ def _run_workers(addresses, train_args, log_dir: pathlib.Path, timeout=420):
 def test_two_workers_on_loopback_train_through_the_launcher_and_resume(tmp_path):
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     checkpoints = tmp_path / "checkpoints"
-    args = ["--config", "synthetic", "name=mw", f"train.checkpoints_dir={checkpoints}", *TINY]
+    args = ["--config", "synthetic", "name=mw", f"train.checkpoints_dir={checkpoints}", *TWO_WORKERS]
     logs = _run_workers(addresses, [*args, "train.max_steps=3"], tmp_path)
     for index, log in enumerate(logs):
         assert f'"task": {{"type": "worker", "index": {index}}}' in log

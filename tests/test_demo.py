@@ -1,6 +1,8 @@
-"""The README's main job, run as a user runs it (with few training steps)."""
+"""The README's main job (spade_tf/commands/demo.py, which scripts/demo.sh runs), run as a user runs it
+(with few training steps)."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -9,11 +11,13 @@ import pytest
 from PIL import Image
 
 pytestmark = pytest.mark.slow
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEMO = ["-m", "spade_tf.commands.demo"]
 
 
 def test_demo_trains_exports_serves_and_writes_the_picture(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "spade_tf.demo", "--steps", "3", "--out", str(tmp_path), "model.ngf=8"]
+    command = [sys.executable, *DEMO, "--steps", "3", "--out", str(tmp_path), "model.ngf=8"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     for step in ("[1/4] training", "[2/4] exporting", "[3/4] starting", "[4/4] querying"):
@@ -28,6 +32,18 @@ def test_demo_trains_exports_serves_and_writes_the_picture(tmp_path):
 
 
 def test_demo_refuses_other_datasets(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "spade_tf.demo", "--config", "cityscapes", "--out", str(tmp_path)],
+    result = subprocess.run([sys.executable, *DEMO, "--config", "cityscapes", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "built-in data" in result.stderr
+
+
+def test_demo_refuses_a_step_count_below_one(tmp_path):
+    result = subprocess.run([sys.executable, *DEMO, "--steps", "0", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "positive number of steps" in result.stderr
+
+
+def test_the_demo_script_runs_demo_py():
+    """scripts/demo.sh, the README's first command, runs this file."""
+    script = (REPO / "scripts" / "demo.sh").read_text()
+    assert "python -m spade_tf.commands.demo" in script

@@ -1,13 +1,8 @@
-import os
-import subprocess
-import sys
-import pathlib
+"""Generator, discriminator and encoder under MirroredStrategy on 2 logical CPUs (tests/distribute_build.py,
+in a fresh process: logical devices are set up once per process)."""
 
-HERE = pathlib.Path(__file__).parent
+from helpers import run_script
 
 
 def test_models_build_and_sync_batch_norm_under_mirrored_strategy():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(HERE / "distribute_build.py")], capture_output=True, text=True,
-                            timeout=600, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-3000:]
+    run_script("distribute_build.py")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model_test_base import run_model_test
+from helpers.model_test_base import run_model_test
 from spade_tf.models import ConvEncoder, reparameterize
 
 

@@ -29,9 +29,13 @@ from spade_tf.semantics import semantic_input
 from spade_tf.shared import REPO_ROOT
 from spade_tf.training.checkpoints import save_imported
 
-TINY = ["model.ngf=4", "model.init_type=normal", "model.init_variance=0.1", "export.warmup_requests=2"]
-PLAIN = TINY + ["data.label_nc=5", "data.contain_dontcare_label=true", "data.no_instance=false", "data.crop_size=64"]
-VAE = TINY + ["data.label_nc=4", "data.no_instance=true", "data.crop_size=32", "model.use_vae=true"]
+from helpers import tiny_config
+
+# helpers.TINY, and on purpose: ngf 4 (these tests save several SavedModels) and weights drawn with
+# std 0.1, so that untrained images vary visibly.
+EXPORT = ["model.ngf=4", "model.init_type=normal", "model.init_variance=0.1", "export.warmup_requests=2"]
+PLAIN = EXPORT + ["data.label_nc=5", "data.contain_dontcare_label=true", "data.no_instance=false", "data.crop_size=64"]
+VAE = EXPORT + ["data.label_nc=4", "data.no_instance=true", "data.crop_size=32", "model.use_vae=true"]
 Z_DIM = 256
 
 
@@ -81,7 +85,7 @@ def _assert_within_one_level(actual, expected):
 def plain(tmp_path_factory):
     """Instance maps and a don't-care label; exported by the CLI from a run folder as version 3."""
     tmp = tmp_path_factory.mktemp("plain")
-    cfg = load_config("synthetic", PLAIN)
+    cfg = tiny_config(*PLAIN)
     generator, _ = _trained_like(cfg)
     save_imported(tmp / "run", cfg, generator)
     exports = tmp / "exports"
@@ -94,7 +98,7 @@ def plain(tmp_path_factory):
 def vae(tmp_path_factory):
     """A VAE model (fixed 32x32), exported with `export_model` as the next free version."""
     tmp = tmp_path_factory.mktemp("vae")
-    cfg = load_config("synthetic", VAE)
+    cfg = tiny_config(*VAE)
     generator, encoder = _trained_like(cfg, seed=10)
     path = export_model(cfg, generator, encoder, export_dir=tmp / "exports")
     return types.SimpleNamespace(cfg=cfg, generator=generator, encoder=encoder, exports=tmp / "exports", path=path)
@@ -422,14 +426,14 @@ def test_folding_pix2pixhd():
 
 
 def test_folding_refuses_networks_of_other_configs(plain):
-    other = build_generator(load_config("synthetic", PLAIN + ["model.ngf=8", "model.norm_G=spadesyncbatch3x3"]))
+    other = build_generator(tiny_config(*PLAIN, "model.ngf=8", "model.norm_G=spadesyncbatch3x3"))
     with pytest.raises(ValueError, match="build both from the same config"):
         fold_spectral_norm(plain.generator, other)
 
 
 @pytest.mark.slow
 def test_bfloat16_export_is_close_to_float32(plain, loaded_plain, tmp_path):
-    cfg = load_config("synthetic", PLAIN + ["export.precision=bfloat16", "export.warmup_requests=0"])
+    cfg = tiny_config(*PLAIN, "export.precision=bfloat16", "export.warmup_requests=0")
     folded, _ = inference_networks(cfg, plain.generator)
     assert folded.get_layer("fc").compute_dtype == "bfloat16"
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored

@@ -1,4 +1,5 @@
-"""The synthesis command on tiny freshly built networks (no training): the built-in data, folders of
+"""The synthesis command (`spade_tf.evaluation.generate`, also `python -m spade_tf.generate`) and its
+modules (sources, layouts, synthesis) on tiny freshly built networks (no training): the built-in data, folders of
 label PNGs (class ids and palette colours), resuming, VAE seeds and styles, bad files, a
 Cityscapes-layout fixture, an export and an NVlabs checkpoint; its options as `eval.*` config
 overrides, and the flags they replaced."""
@@ -6,30 +7,36 @@ overrides, and the flags they replaced."""
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from spade_tf import generate
-from spade_tf.config import load_config
+from spade_tf.evaluation import generate
 from spade_tf.data import build_dataset
 from spade_tf.data.classes import colorize, decolorize
+from spade_tf.evaluation import synthesis
+from spade_tf.evaluation.layouts import dataset_layouts, label_folder, palette, read_label_png
+from spade_tf.evaluation.sources import load_run
+from spade_tf.evaluation.synthesis import variants
 from spade_tf.models import build_encoder, build_generator
 from spade_tf.semantics import semantic_input
 from spade_tf.training.checkpoints import restore_networks, save_imported
 from spade_tf.training.visuals import to_uint8
 
-from conftest import require_shared
-from test_fid import write_standin_graph
+from helpers import require_shared, tiny_config
+from helpers.standin_graph import write_standin_graph
 
-# ngf 4 at 32x32; gain 1 instead of 0.02 so that an untrained generator's images visibly vary.
-TINY = ["model.ngf=4", "data.crop_size=32", "data.synthetic_size=4", "model.init_variance=1.0", "name=tiny"]
+# helpers.TINY, and on purpose: ngf 4 at 32x32, 4 layouts, and gain 1 instead of 0.02 so that an
+# untrained generator's images visibly vary.
+GENERATE = ["model.ngf=4", "data.crop_size=32", "data.synthetic_size=4", "model.init_variance=1.0", "name=tiny"]
 OLD = 1_000_000_000_000_000_000  # an mtime (ns) in 2001: files that keep it were not rewritten
 
 
 def make_run(directory, preset="synthetic", overrides=()):
-    cfg = load_config(preset, list(TINY) + list(overrides))
+    cfg = tiny_config(*GENERATE, *overrides, preset=preset)
     save_imported(directory, cfg, build_generator(cfg, seed=3), encoder=build_encoder(cfg, seed=4))
     return directory
 
@@ -41,7 +48,7 @@ def run_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(run_dir):
-    return generate.load_run(run_dir)
+    return load_run(run_dir)
 
 
 def read(path):
@@ -51,11 +58,11 @@ def read(path):
 
 def synthesize(model, out, labels=None, how_many=0, columns=None, batch_size=2):
     if labels:
-        total, layouts = generate.label_folder(labels, model.cfg, how_many)
+        total, layouts = label_folder(labels, model.cfg, how_many)
     else:
-        total, layouts = generate.dataset_layouts(model.cfg, "test", batch_size, how_many)
-    columns = columns or generate.variants(model)
-    return generate.synthesize(model, layouts, total, out, columns, batch_size, progress=False)
+        total, layouts = dataset_layouts(model.cfg, "test", batch_size, how_many)
+    columns = columns or variants(model)
+    return synthesis.synthesize(model, layouts, total, out, columns, batch_size, progress=False)
 
 
 def age(files):
@@ -75,7 +82,7 @@ def test_builtin_data_images_page_and_scores(run_dir, tmp_path, capsys):
 
     cfg, generator, _ = restore_networks(run_dir)
     batch = next(iter(build_dataset(cfg, "test", batch_size=4)))  # the val split, in order
-    colours = generate.palette(cfg)
+    colours = palette(cfg)
     semantics = semantic_input(
         batch["label"], batch["instance"], label_nc=8, contain_dontcare_label=False, use_instance=True
     )
@@ -131,7 +138,7 @@ def test_label_folder_of_class_ids_and_palette_colours(model, tmp_path):
     folder = tmp_path / "labels"
     folder.mkdir()
     Image.fromarray(layout).save(folder / "ids.png")
-    Image.fromarray(colorize(layout, generate.palette(model.cfg))).save(folder / "colours.png")
+    Image.fromarray(colorize(layout, palette(model.cfg))).save(folder / "colours.png")
     Image.fromarray(np.kron(layout, np.ones((2, 2), np.uint8))).save(folder / "large.png")  # 64x64: resized to 32x32
     (folder / "notes.txt").write_text("not a layout")
     result = synthesize(model, tmp_path / "out", labels=folder)
@@ -140,7 +147,7 @@ def test_label_folder_of_class_ids_and_palette_colours(model, tmp_path):
     assert images["ids"].shape == (32, 32, 3)
     np.testing.assert_array_equal(images["colours"], images["ids"])
     np.testing.assert_array_equal(images["large"], images["ids"])
-    colours = colorize(layout, generate.palette(model.cfg))
+    colours = colorize(layout, palette(model.cfg))
     np.testing.assert_array_equal(read(tmp_path / "out/images/input_label/ids.png"), colours)
     assert "<th>real</th>" not in (tmp_path / "out/index.html").read_text()
 
@@ -157,26 +164,26 @@ def test_bad_label_files_are_named(run_dir, model, tmp_path, capsys):
     colours[:] = (1, 2, 3)
     Image.fromarray(colours).save(tmp_path / "unknown_colour.png")
     with pytest.raises(ValueError, match=r"unknown_colour.png.*\(1, 2, 3\)"):
-        generate.read_label_png(tmp_path / "unknown_colour.png", model.cfg)
+        read_label_png(tmp_path / "unknown_colour.png", model.cfg)
     (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ValueError, match="garbage.png is not a readable image"):
-        generate.read_label_png(tmp_path / "garbage.png", model.cfg)
+        read_label_png(tmp_path / "garbage.png", model.cfg)
     Image.fromarray(np.zeros((32, 32, 2), np.uint8), mode="LA").save(tmp_path / "grey_alpha.png")
     with pytest.raises(ValueError, match="grey_alpha.png: it is a LA-mode image"):
-        generate.read_label_png(tmp_path / "grey_alpha.png", model.cfg)
+        read_label_png(tmp_path / "grey_alpha.png", model.cfg)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no label PNGs"):
-        generate.label_folder(tmp_path / "empty", model.cfg)
+        label_folder(tmp_path / "empty", model.cfg)
     with pytest.raises(ValueError, match="not a VAE model"):
-        generate.variants(model, seeds=[0, 1])
+        variants(model, seeds=[0, 1])
 
 
 def record_batches(monkeypatch):
-    """Makes the models of generate.load_run record the batch size of every generator call."""
-    batches, load_run = [], generate.load_run
+    """Makes the models the command loads from run folders record the batch size of every generator call."""
+    batches, load = [], generate.load_run
 
     def recording(*args, **kwargs):
-        model = load_run(*args, **kwargs)
+        model = load(*args, **kwargs)
         with_seed = model.signatures["with_seed"]
 
         def counted(**inputs):
@@ -247,28 +254,28 @@ def test_replaced_flags_name_their_override(flag, value, override, capsys):
 
 @pytest.mark.slow
 def test_vae_seeds_and_style(tmp_path):
-    vae = generate.load_run(make_run(tmp_path / "vae", overrides=["model.use_vae=true"]))
+    vae = load_run(make_run(tmp_path / "vae", overrides=["model.use_vae=true"]))
     out = tmp_path / "out"
-    result = synthesize(vae, out, how_many=2, columns=generate.variants(vae, seeds=[0, 1]))
+    result = synthesize(vae, out, how_many=2, columns=variants(vae, seeds=[0, 1]))
     assert result["written"] == 4
     seed0, seed1 = (read(out / f"images/synthesized/val_00000_seed{k}.png").astype(int) for k in (0, 1))
     assert np.abs(seed0 - seed1).mean() > 1.0
 
     age(out.rglob("*.png"))
-    more = synthesize(vae, out, how_many=2, columns=generate.variants(vae, seeds=[0, 1, 2]))
+    more = synthesize(vae, out, how_many=2, columns=variants(vae, seeds=[0, 1, 2]))
     assert (more["written"], more["skipped"]) == (2, 4)
     assert sorted(f.name for f in out.rglob("*.png") if f.stat().st_mtime_ns != OLD) == [
         "val_00000_seed2.png", "val_00001_seed2.png"]
 
     photo = tmp_path / "sunset.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(photo)
-    (style,) = generate.variants(vae, style=photo)
+    (style,) = variants(vae, style=photo)
     assert style.suffix == "_style_sunset" and style.z.shape == (256,)
     synthesize(vae, out, how_many=1, columns=[style])
     styled = read(out / "images/synthesized/val_00000_style_sunset.png").astype(int)
     assert np.abs(styled - seed0).mean() > 1.0
     with pytest.raises(ValueError, match="either eval.seeds or --style"):
-        generate.variants(vae, seeds=[0], style=photo)
+        variants(vae, seeds=[0], style=photo)
 
 
 def write_cityscapes(root, n=2):
@@ -347,7 +354,7 @@ def test_nvlabs_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_mixed_bfloat16_synthesis_is_close_to_float32(tmp_path):
-    cfg = load_config("synthetic", TINY)
+    cfg = tiny_config(*GENERATE)
     generator = build_generator(cfg, seed=3)
     batch = next(iter(build_dataset(cfg, "test", batch_size=4)))
     semantics = semantic_input(
@@ -359,10 +366,21 @@ def test_mixed_bfloat16_synthesis_is_close_to_float32(tmp_path):
     save_imported(run, cfg, generator)
     images = {}
     for precision in ("float32", "bfloat16"):
-        model = generate.load_run(run, overrides=[f"export.precision={precision}"])
+        model = load_run(run, overrides=[f"export.precision={precision}"])
         synthesize(model, tmp_path / precision, batch_size=4)
         images[precision] = np.stack([read(p) for p in sorted((tmp_path / precision / "images/synthesized").iterdir())])
     fp32, bf16 = (images[p].astype(float) for p in ("float32", "bfloat16"))
     assert fp32.std() > 10
     psnr = 10 * np.log10(255**2 / np.mean((fp32 - bf16) ** 2))
     assert 40 < psnr < 90  # bfloat16 computes differently, but close
+
+
+def test_the_old_module_name_runs_the_command():
+    """`python -m spade_tf.generate`, as the README and users call it, is the evaluation package's command."""
+    import spade_tf.generate
+
+    assert spade_tf.generate.main is generate.main
+    result = subprocess.run([sys.executable, "-m", "spade_tf.generate", "--help"], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage: python -m spade_tf.generate" in result.stdout and "--saved_model" in result.stdout

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from model_test_base import check_config_round_trip, check_precision
+from helpers.model_test_base import check_config_round_trip, check_precision
 from spade_tf.layers import SPADE, NearestDownsample, SPADEResBlock, SpectralNorm, nearest_resize
 from spade_tf.layers import conv_norm, parse_norm, parse_spade_norm
 

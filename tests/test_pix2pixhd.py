@@ -1,6 +1,6 @@
 import numpy as np
 
-from model_test_base import run_model_test
+from helpers.model_test_base import run_model_test
 from spade_tf.config import load_config
 from spade_tf.models import Pix2PixHDGenerator, build_generator
 

@@ -17,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.server import ModelServer
-from tests.serving_fixtures import write_slow_model, write_standin_model
+from helpers.standin_model import write_slow_model, write_standin_model
 
 MAX_BODY = 2**20
 

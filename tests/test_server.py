@@ -27,7 +27,7 @@ from serving import batching, predict, server as server_module
 from serving.errors import ServingError, from_op_error
 from serving.server import ModelServer
 from spade_tf.config import ServeConfig
-from tests.serving_fixtures import (instance_edges, palette, seeded_noise, write_slow_model,
+from helpers.standin_model import (instance_edges, palette, seeded_noise, write_slow_model,
                                     write_standin_model)
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

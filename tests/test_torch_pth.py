@@ -10,7 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from pth_helpers import STORAGE_TYPES, Parameter, Storage, Tensor, write_checkpoint  # torch.save's format
+from helpers.pth import STORAGE_TYPES, Parameter, Storage, Tensor, write_checkpoint  # torch.save's format
 
 from spade_tf.io.torch_pth import CheckpointError, load_state_dict
 from spade_tf.shared import shared_dir

@@ -15,8 +15,9 @@ import tensorflow as tf
 
 from spade_tf.training import checkpoints
 
+from helpers import TINY  # as overrides on train.py's command line
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = ["model.ngf=8", "model.ndf=8", "train.batch_size=2", "train.log_every_steps=1"]
 TIMEOUT = 600  # seconds; the machine is shared, a run normally takes well under a minute
 
 

@@ -1,8 +1,5 @@
+import functools
 import logging
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,13 +10,14 @@ from spade_tf.data import pipeline
 from spade_tf.training import checkpoints, trainer as trainer_module
 from spade_tf.training.trainer import NonFiniteLossError, Trainer
 
-HERE = pathlib.Path(__file__).parent
-TINY = ["model.ngf=8", "model.ndf=8", "train.batch_size=2",  # 64x64, the built-in data's size
-        "train.steps_per_epoch=4", "train.log_every_steps=1"]
+from helpers import layout_miou, run_script
 
 
-def tiny(tmp_path, *overrides):
-    return load_config("synthetic", [*TINY, f"train.checkpoints_dir={tmp_path}", *overrides])
+@pytest.fixture
+def tiny_config(tiny_config):
+    """The shared tiny config (tests/conftest.py) with epochs of 4 steps: on purpose, so that the
+    learning-rate schedule and the data order cross epoch boundaries within a few steps."""
+    return functools.partial(tiny_config, "train.steps_per_epoch=4")
 
 
 def run_script(name, tmp_path):
@@ -44,8 +42,8 @@ def changed(before, model):
      ["model.use_vae=true", "train.no_ganFeat_loss=true", "train.no_TTUR=true"]],
     ids=["hinge", "ls", "original", "w", "vae"],
 )
-def test_one_step_updates_both_networks_with_finite_losses(tmp_path, overrides):
-    cfg = tiny(tmp_path, *overrides)
+def test_one_step_updates_both_networks_with_finite_losses(tiny_config, overrides):
+    cfg = tiny_config(*overrides)
     trainer = Trainer(cfg)
     batch = next(iter(pipeline.build_dataset(cfg)))
     g, d = snapshot(trainer.generator), snapshot(trainer.discriminator)
@@ -62,8 +60,8 @@ def test_one_step_updates_both_networks_with_finite_losses(tmp_path, overrides):
     assert int(trainer.g_optimizer.iterations) == 1 and int(trainer.d_optimizer.iterations) == 1
 
 
-def test_d_steps_per_g_skips_generator_updates(tmp_path):
-    trainer = Trainer(tiny(tmp_path, "train.D_steps_per_G=2"))
+def test_d_steps_per_g_skips_generator_updates(tiny_config):
+    trainer = Trainer(tiny_config("train.D_steps_per_G=2"))
     batch = next(iter(pipeline.build_dataset(trainer.cfg)))
     g = snapshot(trainer.generator)
     logs = trainer.replica_step(batch, train_generator=False)
@@ -72,11 +70,11 @@ def test_d_steps_per_g_skips_generator_updates(tmp_path):
 
 
 def test_run_resumes_after_a_normal_stop_and_stops_on_nan_keeping_the_last_good_checkpoint(
-        tmp_path, monkeypatch, caplog):
+        tmp_path, tiny_config, monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     overrides = ["train.niter=1", "train.niter_decay=2", "train.save_every_steps=2", "train.sample_every_steps=2",
                  "train.ema_decay=0.9"]
-    first = Trainer(tiny(tmp_path, *overrides, "train.max_steps=2"))
+    first = Trainer(tiny_config(*overrides, "train.max_steps=2"))
     run = first.train()
     assert run == tmp_path / "synthetic"
     assert checkpoints.load_run_config(run).train.max_steps == 2
@@ -88,7 +86,7 @@ def test_run_resumes_after_a_normal_stop_and_stops_on_nan_keeping_the_last_good_
     assert tf.train.latest_checkpoint(str(run)).endswith("ckpt-2")
 
     # A new trainer (as a new process would) restores step, optimizers and schedule position.
-    second = Trainer(tiny(tmp_path, *overrides, "train.max_steps=4"))
+    second = Trainer(tiny_config(*overrides, "train.max_steps=4"))
     assert second.restore(second.prepare_run()).endswith("ckpt-2")
     assert int(second.step.numpy()) == 2 and int(second.g_optimizer.iterations) == 2
     for a, b in zip(first.ema_generator.weights, second.ema_generator.weights, strict=True):
@@ -115,27 +113,27 @@ def test_run_resumes_after_a_normal_stop_and_stops_on_nan_keeping_the_last_good_
     assert sorted(p.name for p in run.glob("ckpt-*.index")) == ["ckpt-2.index"]
 
 
-def test_imported_networks_resume_fresh_starts_a_new_folder_changed_model_is_refused(tmp_path):
-    cfg = tiny(tmp_path)
+def test_imported_networks_resume_fresh_starts_a_new_folder_changed_model_is_refused(tmp_path, tiny_config):
+    cfg = tiny_config()
     directory = checkpoints.run_dir(cfg)
     imported = Trainer(cfg).generator
     checkpoints.save_imported(directory, cfg, imported)
-    resumed = Trainer(tiny(tmp_path, "train.seed=1"))  # other initial weights
+    resumed = Trainer(tiny_config("train.seed=1"))  # other initial weights
     assert resumed.restore(resumed.prepare_run()).endswith("ckpt-0")
     for a, b in zip(imported.weights, resumed.generator.weights, strict=True):
         np.testing.assert_array_equal(np.array(a), np.array(b))
     assert int(resumed.d_optimizer.iterations) == 0
     with pytest.raises(ValueError, match=r"model.ngf: 8 in the run, 16 now.*--fresh"):
-        Trainer(tiny(tmp_path, "model.ngf=16")).prepare_run()
-    fresh = Trainer(tiny(tmp_path))
+        Trainer(tiny_config("model.ngf=16")).prepare_run()
+    fresh = Trainer(tiny_config())
     assert fresh.prepare_run(fresh=True) == tmp_path / "synthetic-2"
     assert (tmp_path / "synthetic-2" / "config.yaml").is_file() and (directory / "ckpt-0.index").is_file()
 
 
 @pytest.mark.slow
-def test_xla_failure_falls_back_without_xla(tmp_path, monkeypatch, caplog):
+def test_xla_failure_falls_back_without_xla(tiny_config, monkeypatch, caplog):
     """A step XLA cannot compile (a py_function inside) runs without XLA after a warning."""
-    trainer = Trainer(tiny(tmp_path, "train.jit_compile='on'"))
+    trainer = Trainer(tiny_config("train.jit_compile='on'"))
     assert trainer.jit
     discriminator_losses = trainer.model.discriminator_losses
 
@@ -161,8 +159,6 @@ def test_two_cpu_replicas_match_one_device(tmp_path):
 @pytest.mark.slow
 def test_short_run_follows_the_layout(tiny_run):
     """The tiny model's images segment back to their layouts far better than the untrained generator's."""
-    from tiny_model import layout_miou
-
     from spade_tf.models import build_generator
 
     run = tiny_run  # trained once per session (tests/conftest.py), shared with the serving tests

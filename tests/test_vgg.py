@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from pth_helpers import Storage, Tensor, write_checkpoint  # torch.save's format, without torch
+from helpers.pth import Storage, Tensor, write_checkpoint  # torch.save's format, without torch
 
 from spade_tf.config import Config, replace
 from spade_tf.io.torch_pth import CheckpointError

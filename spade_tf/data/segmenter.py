@@ -1,4 +1,4 @@
-"""A reference segmenter for the built-in synthetic photos, and segmentation scores (mIoU).
+"""A reference segmenter for the built-in synthetic photos.
 
 SPADE is evaluated by segmenting its generated images and comparing with the input layouts. For
 the built-in dataset no trained segmentation network is needed: each class is drawn with colours
@@ -7,7 +7,7 @@ whose colour line is nearest, then cleans the result with a weighted majority fi
 learned: it knows the classes' appearance from the generator's own description of it. On the
 built-in photos it scores close to mIoU 1.0; on noise or unrelated images it scores low.
 
-`confusion_matrix` and `scores` are plain NumPy and work for any dataset.
+The scores it feeds (confusion matrix, mIoU, pixel accuracy) are in `spade_tf.evaluation.segmentation`.
 """
 
 import numpy as np
@@ -75,56 +75,3 @@ def segment(images) -> np.ndarray:
     for i, image in enumerate(batched):  # one image at a time bounds the memory of the distances
         labels[i] = _majority(_nearest_class(image))
     return labels.reshape(rgb.shape[:-1])
-
-
-def confusion_matrix(pred, target, num_classes: int, ignore_index=None) -> np.ndarray:
-    """int64 [num_classes, num_classes]: entry [t, p] counts pixels of true class t predicted as p.
-
-    Pixels whose target is `ignore_index` are left out. Any other value outside 0..num_classes-1,
-    in either map, is a ValueError.
-    """
-    pred, target = np.asarray(pred), np.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
-    for name, values in (("prediction", pred), ("target", target)):
-        if not np.issubdtype(values.dtype, np.integer):
-            raise ValueError(f"{name} must hold integer class indices, got dtype {values.dtype}")
-    keep = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
-    pred, target = pred[keep].astype(np.int64), target[keep].astype(np.int64)
-    for name, values in (("prediction", pred), ("target", target)):
-        bad = (values < 0) | (values >= num_classes)
-        if bad.any():
-            found = np.unique(values[bad])[:10].tolist()
-            ignore = f" or {ignore_index} (ignored)" if ignore_index is not None and name == "target" else ""
-            raise ValueError(f"{name} has values {found}; expected class indices 0..{num_classes - 1}{ignore}")
-    return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def scores(confusion) -> dict:
-    """{"miou", "pixel_accuracy", "per_class_iou"} from a confusion matrix (rows: target).
-
-    IoU of class c = TP / (TP + FP + FN). A class absent from both target and prediction has no
-    IoU (NaN in `per_class_iou`) and is left out of the mean; a class that is predicted but never
-    present scores 0.
-    """
-    confusion = np.asarray(confusion, np.float64)
-    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
-        raise ValueError(f"confusion matrix must be square [C, C], got shape {confusion.shape}")
-    total = confusion.sum()
-    if total == 0:
-        raise ValueError("confusion matrix is empty: no labelled pixels to score")
-    true_positive = np.diag(confusion)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_class_iou = np.where(union > 0, true_positive / union, np.nan)
-    return {
-        "miou": float(np.nanmean(per_class_iou)),
-        "pixel_accuracy": float(true_positive.sum() / total),
-        "per_class_iou": per_class_iou,
-    }
-
-
-def miou(pred, target, num_classes: int, ignore_index=None):
-    """(mean IoU, per-class IoU [num_classes] with NaN for absent classes, pixel accuracy)."""
-    result = scores(confusion_matrix(pred, target, num_classes, ignore_index))
-    return result["miou"], result["per_class_iou"], result["pixel_accuracy"]

@@ -84,98 +84,126 @@ def _pick(per_instance, k):
     return tf.reduce_sum(onehot * per_instance, axis=0)
 
 
-def _landscape(index, seed, height: int, width: int):
-    """One sample as TF tensors: label int32 [H, W], instance int32 [H, W], image uint8 [H, W, 3]."""
-    r = _Draws(seed, index)
-    aspect = width / height
-    y = (tf.range(height, dtype=tf.float32)[:, None] + 0.5) / height  # [H, 1], in image heights
-    x = (tf.range(width, dtype=tf.float32)[None, :] + 0.5) / height  # [1, W]
-    shape = [height, width]
-    grain = r.uniform(shape, -1.0, 1.0)  # per-pixel texture
-    horizon = r.uniform([], 0.38, 0.6)
-    below = (y - horizon) / (1.0 - horizon)  # 0 at the horizon, 1 at the bottom
+class _Scene:
+    """One sample being drawn: its random draws, pixel coordinates and a canvas that layers paint over.
 
-    # The canvas: (label, instance, colour segment, texture value) per pixel; layers paint over it.
-    canvas = [
-        tf.fill(shape, SKY),
-        tf.zeros(shape, tf.int32),
-        tf.fill(shape, _FIRST_SEGMENT[SKY]),
-        tf.clip_by_value(y / horizon + 0.04 * r.value_noise(height, width, 3), 0.0, 1.0),
-    ]
+    Coordinates are in image heights: `y` [H, 1] and `x` [1, W] at pixel centres. The canvas holds
+    (label, instance, colour segment, texture value) per pixel, starting as sky. The draws are
+    taken in a fixed order (each layer in turn), which is what makes a sample the same everywhere.
+    """
 
-    def paint(mask, label, instance, segment, shade):
-        mask = tf.broadcast_to(mask, shape)
+    def __init__(self, index, seed, height: int, width: int):
+        self.r = r = _Draws(seed, index)
+        self.height, self.width, self.aspect = height, width, width / height
+        self.y = (tf.range(height, dtype=tf.float32)[:, None] + 0.5) / height  # [H, 1], in image heights
+        self.x = (tf.range(width, dtype=tf.float32)[None, :] + 0.5) / height  # [1, W]
+        self.shape = [height, width]
+        self.grain = r.uniform(self.shape, -1.0, 1.0)  # per-pixel texture
+        self.horizon = r.uniform([], 0.38, 0.6)
+        self.below = (self.y - self.horizon) / (1.0 - self.horizon)  # 0 at the horizon, 1 at the bottom
+        self.canvas = [
+            tf.fill(self.shape, SKY),
+            tf.zeros(self.shape, tf.int32),
+            tf.fill(self.shape, _FIRST_SEGMENT[SKY]),
+            tf.clip_by_value(self.y / self.horizon + 0.04 * self.noise(3), 0.0, 1.0),
+        ]
+
+    def noise(self, cells):
+        return self.r.value_noise(self.height, self.width, cells)
+
+    def paint(self, mask, label, instance, segment, shade):
+        """Paints (label, instance, segment, shade) where `mask` holds, over what is there."""
+        mask = tf.broadcast_to(mask, self.shape)
         new = (label, instance, segment, shade)
-        for i, (old, value) in enumerate(zip(canvas, new)):
-            canvas[i] = tf.where(mask, tf.broadcast_to(tf.cast(value, old.dtype), shape), old)
+        for i, (old, value) in enumerate(zip(self.canvas, new)):
+            self.canvas[i] = tf.where(mask, tf.broadcast_to(tf.cast(value, old.dtype), self.shape), old)
 
-    # Mountains: a ridge of three sines above the horizon, lighter towards the peaks.
+
+def _mountains(s: _Scene):
+    """A ridge of three sines above the horizon, lighter towards the peaks."""
+    r, x, y, horizon = s.r, s.x, s.y, s.horizon
     amplitude = r.uniform([], 0.1, 0.35) * tf.cast(r.uniform([]) < 0.9, tf.float32)
     freqs, phases = r.uniform([3, 1, 1], 2.0, 10.0), r.uniform([3, 1, 1], 0.0, 2 * math.pi)
     ridge = tf.reduce_sum(tf.constant([1.0, 0.5, 0.25])[:, None, None] * tf.sin(freqs * x + phases), 0) / 1.75
     skyline = horizon - amplitude * (0.6 + 0.4 * ridge)
     rise = (horizon - y) / (amplitude + 1e-6)
-    paint(
+    s.paint(
         (y >= skyline) & (y < horizon), MOUNTAIN, 0, _FIRST_SEGMENT[MOUNTAIN],
-        tf.clip_by_value(0.2 + 0.5 * rise + 0.2 * r.value_noise(height, width, 10), 0.0, 1.0),
+        tf.clip_by_value(0.2 + 0.5 * rise + 0.2 * s.noise(10), 0.0, 1.0),
     )
 
-    # Grass everywhere below the horizon.
-    paint(
-        y >= horizon, GRASS, 0, _FIRST_SEGMENT[GRASS],
-        tf.clip_by_value(0.5 + 0.25 * grain + 0.25 * r.value_noise(height, width, 6), 0.0, 1.0),
+
+def _grass(s: _Scene):
+    """Grass everywhere below the horizon."""
+    s.paint(
+        s.y >= s.horizon, GRASS, 0, _FIRST_SEGMENT[GRASS],
+        tf.clip_by_value(0.5 + 0.25 * s.grain + 0.25 * s.noise(6), 0.0, 1.0),
     )
 
-    # A lake: a wobbly half-ellipse on the horizon, with horizontal ripples.
-    lake_x, lake_rx = aspect * r.uniform([], 0.1, 0.9), aspect * r.uniform([], 0.2, 0.45)
+
+def _lake(s: _Scene):
+    """A wobbly half-ellipse on the horizon, with horizontal ripples."""
+    r, x, y, horizon = s.r, s.x, s.y, s.horizon
+    lake_x, lake_rx = s.aspect * r.uniform([], 0.1, 0.9), s.aspect * r.uniform([], 0.2, 0.45)
     lake_ry, lake_phase = r.uniform([], 0.08, 0.3), r.uniform([], 0.0, 2 * math.pi)
     wobble = 1.0 + 0.1 * tf.sin(9.0 * x + lake_phase)
     in_lake = ((x - lake_x) / lake_rx) ** 2 + ((y - horizon) / lake_ry) ** 2 < wobble**2
-    ripple = 2 * math.pi * (y - horizon) / max(3.0 / height, 0.02)
-    paint(
+    ripple = 2 * math.pi * (y - horizon) / max(3.0 / s.height, 0.02)
+    s.paint(
         (r.uniform([]) < 0.8) & (y >= horizon) & in_lake, WATER, 0, _FIRST_SEGMENT[WATER],
-        tf.clip_by_value(0.5 + 0.4 * tf.sin(ripple + 1.5 * r.value_noise(height, width, 8)), 0.0, 1.0),
+        tf.clip_by_value(0.5 + 0.4 * tf.sin(ripple + 1.5 * s.noise(8)), 0.0, 1.0),
     )
 
-    # A road from a vanishing point on the horizon, widening towards the viewer.
-    has_road = r.uniform([]) < 0.8
-    road_top, road_bottom = aspect * r.uniform([], 0.25, 0.75), aspect * r.uniform([], 0.1, 0.9)
-    road_width = r.uniform([], 0.1, 0.25)
 
-    def road_centre(t):
-        return road_top + t * (road_bottom - road_top)
+class _Road:
+    """A road from a vanishing point on the horizon, widening towards the viewer (t: 0 at the horizon, 1 at the bottom)."""
 
-    def road_half_width(t):
-        return 0.005 + t * road_width
+    def __init__(self, s: _Scene):
+        r = s.r
+        self.present = r.uniform([]) < 0.8
+        self.top, self.bottom = s.aspect * r.uniform([], 0.25, 0.75), s.aspect * r.uniform([], 0.1, 0.9)
+        self.width = r.uniform([], 0.1, 0.25)
 
-    paint(
-        has_road & (y >= horizon) & (tf.abs(x - road_centre(below)) < road_half_width(below)),
+    def centre(self, t):
+        return self.top + t * (self.bottom - self.top)
+
+    def half_width(self, t):
+        return 0.005 + t * self.width
+
+
+def _road(s: _Scene) -> _Road:
+    road = _Road(s)
+    s.paint(
+        road.present & (s.y >= s.horizon) & (tf.abs(s.x - road.centre(s.below)) < road.half_width(s.below)),
         ROAD, 0, _FIRST_SEGMENT[ROAD],
-        tf.clip_by_value(0.25 + 0.35 * below + 0.2 * grain, 0.0, 1.0),
+        tf.clip_by_value(0.25 + 0.35 * s.below + 0.2 * s.grain, 0.0, 1.0),
     )
+    return road
 
-    # Buildings standing just below the horizon, with a grid of windows.
-    k = 3
+
+def _buildings(s: _Scene, k=3):
+    """Buildings standing just below the horizon, with a grid of windows."""
+    r, x, y = s.r, s.x, s.y
     present = r.uniform([k]) < tf.constant([0.85, 0.6, 0.35])
-    left, bwidth = aspect * r.uniform([k], -0.05, 0.95), r.uniform([k], 0.1, 0.28)
-    base, bheight = horizon + r.uniform([k], 0.0, 0.1), r.uniform([k], 0.15, 0.4)
+    left, bwidth = s.aspect * r.uniform([k], -0.05, 0.95), r.uniform([k], 0.1, 0.28)
+    base, bheight = s.horizon + r.uniform([k], 0.0, 0.1), r.uniform([k], 0.15, 0.4)
     left, bwidth, base, bheight = (v[:, None, None] for v in (left, bwidth, base, bheight))
     masks = present[:, None, None] & (x >= left) & (x < left + bwidth) & (y >= base - bheight) & (y < base)
-    period = max(4.0 / height, 0.05)
+    period = max(4.0 / s.height, 0.05)
     column, floor = ((x - left) / period) % 1.0, ((base - y) / period) % 1.0
     windows = (column >= 0.3) & (column < 0.75) & (floor >= 0.35) & (floor < 0.8)
     wall_shade = r.uniform([k], 0.1, 0.9)
     mask, nearest = _nearest(masks, base[:, 0, 0])
     window = _pick(tf.cast(windows, tf.float32), nearest) > 0.5
-    paint(
-        mask, BUILDING, BUILDING * 1000 + 1 + nearest, tf.where(window, WINDOW, WALL),
-        tf.clip_by_value(tf.where(window, 0.5 + 0.3 * grain, _pick(wall_shade, nearest) + 0.08 * grain), 0.0, 1.0),
-    )
+    shade = tf.where(window, 0.5 + 0.3 * s.grain, _pick(wall_shade, nearest) + 0.08 * s.grain)
+    s.paint(mask, BUILDING, BUILDING * 1000 + 1 + nearest, tf.where(window, WINDOW, WALL), tf.clip_by_value(shade, 0.0, 1.0))
 
-    # Trees: wobbly blobs near the horizon, bigger when nearer, with leafy clumps.
-    k = 5
+
+def _trees(s: _Scene, k=5):
+    """Wobbly blobs near the horizon, bigger when nearer, with leafy clumps."""
+    r, x, y, horizon = s.r, s.x, s.y, s.horizon
     present = r.uniform([k]) < tf.constant([0.9, 0.75, 0.6, 0.45, 0.3])
-    cx, cy = aspect * r.uniform([k]), horizon + r.uniform([k], -0.06, 0.2)
+    cx, cy = s.aspect * r.uniform([k]), horizon + r.uniform([k], -0.06, 0.2)
     radius = r.uniform([k], 0.035, 0.09) * (1.0 + 2.0 * (cy - horizon + 0.06))
     phase1, phase2 = r.uniform([k, 1, 1], 0.0, 2 * math.pi), r.uniform([k, 1, 1], 0.0, 2 * math.pi)
     cx, cy, radius = (v[:, None, None] for v in (cx, cy, radius))
@@ -184,19 +212,21 @@ def _landscape(index, seed, height: int, width: int):
     outline = 1.0 + 0.12 * tf.sin(5.0 * angle + phase1) + 0.06 * tf.sin(9.0 * angle + phase2)
     masks = present[:, None, None] & (dx**2 + dy**2 < outline**2)
     mask, nearest = _nearest(masks, (cy + 1.3 * radius)[:, 0, 0])
-    paint(
+    s.paint(
         mask, TREE, TREE * 1000 + 1 + nearest, _FIRST_SEGMENT[TREE],
-        tf.clip_by_value(0.5 + 0.45 * r.value_noise(height, width, 30) + 0.1 * grain, 0.0, 1.0),
+        tf.clip_by_value(0.5 + 0.45 * s.noise(30) + 0.1 * s.grain, 0.0, 1.0),
     )
 
-    # Cars: on the road when there is one, bigger when nearer; a body and a lighter cabin.
-    k = 4
+
+def _cars(s: _Scene, road: _Road, k=4):
+    """Cars on the road when there is one, bigger when nearer; a body and a lighter cabin."""
+    r, x, y = s.r, s.x, s.y
     present = r.uniform([k]) < tf.constant([0.9, 0.7, 0.5, 0.3])
     t = r.uniform([k], 0.12, 0.95)
-    bottom = horizon + t * (1.0 - horizon)
+    bottom = s.horizon + t * (1.0 - s.horizon)
     car_width = (0.08 + 0.2 * t) * r.uniform([k], 0.85, 1.15)
-    on_road = road_centre(t) + r.uniform([k], -0.7, 0.7) * road_half_width(t)
-    centre = tf.where(has_road, on_road, aspect * r.uniform([k], 0.05, 0.95))
+    on_road = road.centre(t) + r.uniform([k], -0.7, 0.7) * road.half_width(t)
+    centre = tf.where(road.present, on_road, s.aspect * r.uniform([k], 0.05, 0.95))
     color = _FIRST_SEGMENT[OBJECT] + tf.cast(r.uniform([k]) * len(CLASS_COLORS[OBJECT]), tf.int32)
     left, bottom, car_width = (v[:, None, None] for v in (centre - car_width / 2, bottom, car_width))
     body = (x >= left) & (x < left + car_width) & (y >= bottom - 0.35 * car_width) & (y < bottom)
@@ -206,19 +236,37 @@ def _landscape(index, seed, height: int, width: int):
     )
     mask, nearest = _nearest(present[:, None, None] & (body | cabin), bottom[:, 0, 0])
     in_cabin = _pick(tf.cast(cabin, tf.float32), nearest) > 0.5
-    paint(
+    s.paint(
         mask, OBJECT, OBJECT * 1000 + 1 + nearest, tf.gather(color, nearest),
-        tf.clip_by_value(tf.where(in_cabin, 0.85, 0.45) + 0.08 * grain, 0.0, 1.0),
+        tf.clip_by_value(tf.where(in_cabin, 0.85, 0.45) + 0.08 * s.grain, 0.0, 1.0),
     )
 
-    # The photo: each pixel's colour on its segment, shifted per sample, plus pixel noise.
-    label, instance, segment, shade = canvas
-    jitter = r.uniform([len(_SEGMENT_CLASS), 3], -JITTER, JITTER)
+
+def _photo(s: _Scene):
+    """Each pixel's colour on its segment, shifted per sample, plus pixel noise: uint8 [H, W, 3]."""
+    _, _, segment, shade = s.canvas
+    jitter = s.r.uniform([len(_SEGMENT_CLASS), 3], -JITTER, JITTER)
     dark = tf.gather(tf.constant(_DARK) + jitter, segment)
     light = tf.gather(tf.constant(_LIGHT) + jitter, segment)
-    rgb = dark + shade[..., None] * (light - dark) + NOISE * r.normal([height, width, 3])
-    image = tf.cast(tf.round(tf.clip_by_value(rgb, 0.0, 255.0)), tf.uint8)
-    return label, instance, image
+    rgb = dark + shade[..., None] * (light - dark) + NOISE * s.r.normal([s.height, s.width, 3])
+    return tf.cast(tf.round(tf.clip_by_value(rgb, 0.0, 255.0)), tf.uint8)
+
+
+def _landscape(index, seed, height: int, width: int):
+    """One sample as TF tensors: label int32 [H, W], instance int32 [H, W], image uint8 [H, W, 3].
+
+    The layers are painted back to front; their order is also the order of the random draws.
+    """
+    scene = _Scene(index, seed, height, width)
+    _mountains(scene)
+    _grass(scene)
+    _lake(scene)
+    road = _road(scene)
+    _buildings(scene)
+    _trees(scene)
+    _cars(scene, road)
+    label, instance, _, _ = scene.canvas
+    return label, instance, _photo(scene)
 
 
 def _check_size(height, width):

@@ -2,8 +2,8 @@
 
 The paper's Table 1 measure: run a segmenter on the generated images and compare its label maps
 with the layouts the images were generated from, through one confusion matrix accumulated over
-the whole set (`spade_tf.data.segmenter.confusion_matrix` and `scores`). Layout pixels with the
-unknown label (255) are left out.
+the whole set (`confusion_matrix`, then `scores`). Layout pixels with the unknown label (255) are
+left out. `confusion_matrix`, `scores` and `miou` are plain NumPy and work for any dataset.
 
 A segmenter is a Python callable, uint8 images [B, H, W, 3] -> class indices [B, H, W] (or class
 scores [B, H, W, C], reduced by argmax), or the path of a SavedModel whose `serving_default`
@@ -20,6 +20,68 @@ from spade_tf.data import segmenter as builtin
 from spade_tf.semantics import UNKNOWN_LABEL
 
 BUILTIN = "builtin"
+
+
+def confusion_matrix(pred, target, num_classes: int, ignore_index=None) -> np.ndarray:
+    """int64 [num_classes, num_classes]: entry [t, p] counts pixels of true class t predicted as p.
+
+    Pixels whose target is `ignore_index` are left out. Any other value outside 0..num_classes-1,
+    in either map, is a ValueError.
+    """
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from target shape {target.shape}")
+    for name, values in (("prediction", pred), ("target", target)):
+        if not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{name} must hold integer class indices, got dtype {values.dtype}")
+    keep = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
+    pred, target = pred[keep].astype(np.int64), target[keep].astype(np.int64)
+    for name, values in (("prediction", pred), ("target", target)):
+        bad = (values < 0) | (values >= num_classes)
+        if bad.any():
+            found = np.unique(values[bad])[:10].tolist()
+            ignore = f" or {ignore_index} (ignored)" if ignore_index is not None and name == "target" else ""
+            raise ValueError(f"{name} has values {found}; expected class indices 0..{num_classes - 1}{ignore}")
+    return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def scores(confusion) -> dict:
+    """{"miou", "pixel_accuracy", "per_class_iou"} from a confusion matrix (rows: target).
+
+    IoU of class c = TP / (TP + FP + FN). A class absent from both target and prediction has no
+    IoU (NaN in `per_class_iou`) and is left out of the mean; a class that is predicted but never
+    present scores 0.
+    """
+    confusion = np.asarray(confusion, np.float64)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion matrix must be square [C, C], got shape {confusion.shape}")
+    total = confusion.sum()
+    if total == 0:
+        raise ValueError("confusion matrix is empty: no labelled pixels to score")
+    true_positive = np.diag(confusion)
+    union = confusion.sum(axis=0) + confusion.sum(axis=1) - true_positive
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class_iou = np.where(union > 0, true_positive / union, np.nan)
+    return {
+        "miou": float(np.nanmean(per_class_iou)),
+        "pixel_accuracy": float(true_positive.sum() / total),
+        "per_class_iou": per_class_iou,
+    }
+
+
+def miou(pred, target, num_classes: int, ignore_index=None):
+    """(mean IoU, per-class IoU [num_classes] with NaN for absent classes, pixel accuracy)."""
+    result = scores(confusion_matrix(pred, target, num_classes, ignore_index))
+    return result["miou"], result["per_class_iou"], result["pixel_accuracy"]
+
+
+def segmenter_of(cfg):
+    """eval.segmenter resolved: "auto" is the built-in data's reference segmenter on that data, else
+    None; "none" is None."""
+    name = cfg.eval.segmenter
+    if name == "auto":
+        return BUILTIN if cfg.data.dataset_mode == "synthetic" else None
+    return None if name == "none" else name
 
 
 class SavedModelSegmenter:
@@ -97,15 +159,15 @@ class SegmentationScore:
                 f"images [B, H, W, 3] and layouts [B, H, W] must match; got {images.shape} and {layouts.shape}"
             )
         prediction = _label_maps(self.segmenter(images), layouts.shape)
-        self.confusion += builtin.confusion_matrix(prediction, layouts, self.num_classes, self.ignore_index)
+        self.confusion += confusion_matrix(prediction, layouts, self.num_classes, self.ignore_index)
 
     def result(self) -> dict:
         """{"miou", "pixel_accuracy", "per_class_iou" (a list, None for classes absent from both), "pixels"}."""
-        scores = builtin.scores(self.confusion)
-        iou = [None if np.isnan(v) else float(v) for v in scores["per_class_iou"]]
+        result = scores(self.confusion)
+        iou = [None if np.isnan(v) else float(v) for v in result["per_class_iou"]]
         return {
-            "miou": scores["miou"],
-            "pixel_accuracy": scores["pixel_accuracy"],
+            "miou": result["miou"],
+            "pixel_accuracy": result["pixel_accuracy"],
             "per_class_iou": iou,
             "pixels": int(self.confusion.sum()),
         }

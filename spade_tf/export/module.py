@@ -172,8 +172,11 @@ class ExportModule(tf.Module):
 
         return tf.function(serve, input_signature=specs + extra_specs, jit_compile=False)
 
-    def signatures(self) -> dict:
-        """Signature name -> concrete function, for `tf.saved_model.save(module, path, signatures=...)`."""
+    def functions(self) -> dict:
+        """Signature name -> its tf.function (named input signature, traced on first call).
+
+        What the export saves, and what synthesis from a run folder calls in-process.
+        """
         functions = {
             "serving_default": self._endpoint(self.random_z, []),
             "with_seed": self._endpoint(self.seeded_z, [tf.TensorSpec([None], tf.int64, name="seed")]),
@@ -185,7 +188,11 @@ class ExportModule(tf.Module):
                 self.encode_style, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")],
                 jit_compile=False,
             )
-        return {name: fn.get_concrete_function() for name, fn in functions.items()}
+        return functions
+
+    def signatures(self) -> dict:
+        """Signature name -> concrete function, for `tf.saved_model.save(module, path, signatures=...)`."""
+        return {name: fn.get_concrete_function() for name, fn in self.functions().items()}
 
     def example_inputs(self, signature: str, rng: np.random.Generator) -> dict:
         """Valid inputs of one signature, batch 1 at the trained size (for warm-up requests)."""

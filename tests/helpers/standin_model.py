@@ -1,4 +1,4 @@
-"""A tiny stand-in SavedModel that follows the export contract (docs: /work/brief/EXPORT_CONTRACT.md).
+"""A tiny stand-in SavedModel that follows the export contract (spade_tf/export/module.py).
 
 It has the contract's signatures, dtypes, shapes, `assets.extra/labels.json` and warm-up file, and
 checkable outputs instead of a generator:
@@ -101,19 +101,6 @@ def _save(path, use_vae, use_instance, contain_dontcare_label, label_nc, size):
             image = tf.where(_edges(instance_map)[..., None], 255, image)
         return {"image": tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)}
 
-    def random_noise(label_map):
-        return tf.random.uniform(tf.concat([tf.shape(label_map), [3]], 0), 0, 8, tf.int32)
-
-    def seed_noise(label_map, seed):
-        shape = tf.shape(label_map, out_type=tf.int64)
-        y = tf.range(shape[1])[None, :, None, None]
-        x = tf.range(shape[2])[None, None, :, None]
-        c = tf.range(3, dtype=tf.int64)[None, None, None, :]
-        return tf.cast((seed[:, None, None, None] * 7 + 3 * y + 5 * x + c) % 8, tf.int32)
-
-    def z_noise(z):
-        return tf.cast(tf.round(7 * tf.clip_by_value(z[:, 0], 0, 1)), tf.int32)[:, None, None, None]
-
     hw = [height, width] if use_vae else [None, None]
     label_spec = tf.TensorSpec([None, *hw], tf.uint8)
     instance_spec = tf.TensorSpec([None, *hw], tf.int32)
@@ -122,36 +109,32 @@ def _save(path, use_vae, use_instance, contain_dontcare_label, label_nc, size):
     if use_instance:
         signatures = {
             "serving_default": tf.function(
-                lambda label_map, instance_map: render(label_map, instance_map, random_noise(label_map)),
+                lambda label_map, instance_map: render(label_map, instance_map, _random_noise(label_map)),
                 input_signature=[label_spec, instance_spec]),
             "with_seed": tf.function(
                 lambda label_map, instance_map, seed: render(label_map, instance_map,
-                                                             seed_noise(label_map, seed)),
+                                                             _seed_noise(label_map, seed)),
                 input_signature=[label_spec, instance_spec, seed_spec]),
             "with_z": tf.function(
-                lambda label_map, instance_map, z: render(label_map, instance_map, z_noise(z)),
+                lambda label_map, instance_map, z: render(label_map, instance_map, _z_noise(z)),
                 input_signature=[label_spec, instance_spec, z_spec]),
         }
     else:
         signatures = {
             "serving_default": tf.function(
-                lambda label_map: render(label_map, None, random_noise(label_map)),
+                lambda label_map: render(label_map, None, _random_noise(label_map)),
                 input_signature=[label_spec]),
             "with_seed": tf.function(
-                lambda label_map, seed: render(label_map, None, seed_noise(label_map, seed)),
+                lambda label_map, seed: render(label_map, None, _seed_noise(label_map, seed)),
                 input_signature=[label_spec, seed_spec]),
             "with_z": tf.function(
-                lambda label_map, z: render(label_map, None, z_noise(z)),
+                lambda label_map, z: render(label_map, None, _z_noise(z)),
                 input_signature=[label_spec, z_spec]),
         }
 
-    def encode_style(image):
-        mu = tf.pad(tf.reduce_mean(tf.cast(image, tf.float32) / 255.0, axis=[1, 2]), [[0, 0], [0, Z_DIM - 3]])
-        return {"z": mu, "mu": mu, "logvar": tf.zeros_like(mu)}
-
     if use_vae:
         signatures["encode_style"] = tf.function(
-            encode_style, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+            _encode_style, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
     else:
         del signatures["with_z"]
 
@@ -159,7 +142,13 @@ def _save(path, use_vae, use_instance, contain_dontcare_label, label_nc, size):
     module.fns = signatures  # tracked so that the functions are saved
     tf.saved_model.save(module, str(path), signatures={k: f.get_concrete_function() for k, f in signatures.items()})
 
-    extra = path / "assets.extra"
+    _write_assets(path / "assets.extra", sorted(signatures), use_vae, use_instance, contain_dontcare_label, label_nc,
+                  size)
+
+
+def _write_assets(extra, signatures, use_vae, use_instance, contain_dontcare_label, label_nc, size):
+    """labels.json and one warm-up request, as the real export writes them."""
+    height, width = size
     extra.mkdir()
     labels = {
         "model_name": "spade", "class_names": [f"class{i}" for i in range(label_nc)],
@@ -168,7 +157,7 @@ def _save(path, use_vae, use_instance, contain_dontcare_label, label_nc, size):
         "unknown_label": 255 if contain_dontcare_label else None,
         "use_instance": use_instance, "use_vae": use_vae, "z_dim": Z_DIM,
         "image_size": [height, width], "size_multiple": SIZE_MULTIPLE, "aspect_ratio": width / height,
-        "signatures": sorted(signatures),
+        "signatures": signatures,
     }
     (extra / "labels.json").write_text(json.dumps(labels, indent=1))
     request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="spade"))
@@ -178,6 +167,27 @@ def _save(path, use_vae, use_instance, contain_dontcare_label, label_nc, size):
     with tf.io.TFRecordWriter(str(extra / "tf_serving_warmup_requests")) as writer:
         log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
         writer.write(log.SerializeToString())
+
+
+def _random_noise(label_map):
+    return tf.random.uniform(tf.concat([tf.shape(label_map), [3]], 0), 0, 8, tf.int32)
+
+
+def _seed_noise(label_map, seed):
+    shape = tf.shape(label_map, out_type=tf.int64)
+    y = tf.range(shape[1])[None, :, None, None]
+    x = tf.range(shape[2])[None, None, :, None]
+    c = tf.range(3, dtype=tf.int64)[None, None, None, :]
+    return tf.cast((seed[:, None, None, None] * 7 + 3 * y + 5 * x + c) % 8, tf.int32)
+
+
+def _z_noise(z):
+    return tf.cast(tf.round(7 * tf.clip_by_value(z[:, 0], 0, 1)), tf.int32)[:, None, None, None]
+
+
+def _encode_style(image):
+    mu = tf.pad(tf.reduce_mean(tf.cast(image, tf.float32) / 255.0, axis=[1, 2]), [[0, 0], [0, Z_DIM - 3]])
+    return {"z": mu, "mu": mu, "logvar": tf.zeros_like(mu)}
 
 
 def _edges(instance_map):

@@ -4,9 +4,11 @@ train SPADE briefly (resuming the run if it exists), export it as a TF Serving S
 the embedded TF-Serving-compatible gRPC server on the export, query it with the client for a
 held-out layout, write the picture, stop the server.
 
-    python -m spade_tf.demo [--steps 400] [--out demo] [--keep-serving | --studio] [section.field=value ...]
+    python -m spade_tf.commands.demo [--steps 400] [--out demo] [--keep-serving | --studio] [section.field=value ...]
 
-`--studio` then also starts the painting page on the server and prints its address.
+`--studio` then also starts the painting page on the server and prints its address. A command,
+outside the library core: it drives the library, the server and the client together
+(`bash scripts/demo.sh` runs it in the project's virtual environment).
 """
 
 import argparse
@@ -18,7 +20,19 @@ import threading
 import numpy as np
 from PIL import Image
 
+from serving.client import SpadeClient
+from serving.server import ModelServer
+from serving.studio.app import serve_studio
 from spade_tf.config import ConfigError, add_config_arguments, config_from_args, replace
+from spade_tf.data import classes, pipeline
+from spade_tf.export import export_run
+from spade_tf.training.trainer import Trainer
+
+
+def _positive(text) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of steps, got {text!r}")
+    return int(text)
 
 
 def side_by_side(*images):
@@ -34,7 +48,7 @@ def side_by_side(*images):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo", help="folder for the pictures and the export (default: demo)")
-    parser.add_argument("--steps", type=int, default=400, help="training steps in all (a rerun resumes up to it)")
+    parser.add_argument("--steps", type=_positive, default=400, help="training steps in all (a rerun resumes up to it)")
     parser.add_argument("--seed", type=int, default=0, help="seed sent with the request")
     parser.add_argument("--keep-serving", action="store_true", help="leave the server running until Ctrl-C")
     parser.add_argument("--studio", action="store_true", help="also start the painting page (implies --keep-serving)")
@@ -55,12 +69,6 @@ def main(argv=None):
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    from serving.client import SpadeClient
-    from serving.server import ModelServer
-    from spade_tf.data import classes, pipeline
-    from spade_tf.export import export_run
-    from spade_tf.training.trainer import Trainer
 
     print(f"[1/4] training {cfg.name} on the built-in data for {args.steps} steps (resumes if already trained)")
     run_dir = Trainer(cfg).train()
@@ -90,8 +98,6 @@ def main(argv=None):
         Image.fromarray(side_by_side(layout, image, real)).save(out / "layout_generated_real.png")
         print(f"      wrote {out / 'generated.png'} and {out / 'layout_generated_real.png'} (layout | generated | real)")
         if args.studio:
-            from serving.studio.app import serve_studio
-
             studio = serve_studio(address, str(version_dir / "assets.extra" / "labels.json"),
                                   port=args.studio_port, model=cfg.export.model_name)
             print(f"      painting page: open {studio.url} (Ctrl-C stops it and the server)")

@@ -127,7 +127,7 @@ def test_metadata_status_and_labels(address, exports):
                                    for v in (1, 2)]
         labels = client.labels()
         assert labels["palette"] == PALETTE.tolist() and labels["label_nc"] == 4
-    assert client_module.read_labels_json(exports / "spade" / "1")["class_names"] == labels["class_names"]
+    assert list(client_module.read_labels_json(exports / "spade" / "1").class_names) == labels["class_names"]
     with pytest.raises(SpadeClientError, match="labels_path"):
         SpadeClient(address).labels()
 
@@ -243,11 +243,11 @@ def test_cli_bad_files_exit_2_with_message(address, exports, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 2), np.uint8)[..., 0].astype(np.float32), mode="F").save(tmp_path / "float.tif")
     labels_json = exports / "spade" / "1" / "assets.extra" / "labels.json"
     cases = [
-        (["--label", tmp_path / "colours.png"], "colour (RGB) label map: give --labels_json"),
-        (["--label", tmp_path / "odd.png", "--labels_json", labels_json], "colour (1, 2, 3) at (x=5, y=3)"),
-        (["--label", tmp_path / "text.png"], "cannot read image"),
-        (["--label", tmp_path / "missing.png"], "cannot read image"),
-        (["--label", tmp_path / "float.tif"], "image mode F"),
+        (["--label", tmp_path / "colours.png"], "colour (RGB) label map: give the model's labels.json"),
+        (["--label", tmp_path / "odd.png", "--labels_json", labels_json], "(1, 2, 3): 1 px, the first at (x=5, y=3)"),
+        (["--label", tmp_path / "text.png"], "is not a readable image"),
+        (["--label", tmp_path / "missing.png"], "is not a readable image"),
+        (["--label", tmp_path / "float.tif"], "it is a F-mode image"),
         (["--label", tmp_path / "colours.png", "--labels_json", tmp_path / "nope.json"], "cannot read labels"),
     ]
     for args, message in cases:

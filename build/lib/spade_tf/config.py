@@ -1,0 +1,412 @@
+"""One typed configuration for training, export, evaluation and serving.
+
+Field names follow the reference's options (NVlabs/SPADE `options/*.py`) so that its `opt.txt`
+maps onto them one to one. A config is built from the defaults below, then a preset
+(`configs/<name>.yaml`, or any YAML file), then `section.field=value` overrides from the command
+line, in that order; the final config is saved beside every checkpoint and export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import importlib.resources
+import pathlib
+import typing
+
+import yaml
+from spade_tf_client.contract import min_size
+
+
+def _preset_dir():
+    """The presets: package data `spade_tf/configs/` when installed (pyproject maps the top-level `configs/`
+    folder there), the `configs/` folder beside the package in a source checkout."""
+    try:
+        return importlib.resources.files("spade_tf.configs")
+    except ModuleNotFoundError:
+        return pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIG_DIR = _preset_dir()
+
+
+@dataclasses.dataclass
+class DataConfig:
+    dataset_mode: str = "synthetic"  # synthetic | cityscapes | ade20k | coco | facades | custom
+    dataroot: str = ""
+    label_dir: str = ""  # custom mode
+    image_dir: str = ""  # custom mode
+    instance_dir: str = ""  # custom mode; empty = no instance maps
+    label_nc: int = 13  # number of classes, not counting the unknown label
+    contain_dontcare_label: bool = False  # label 255 becomes index label_nc ("unknown")
+    no_instance: bool = True  # True: no instance edge channel
+    class_names: typing.List[str] = dataclasses.field(default_factory=list)  # empty: the preset's
+    preprocess_mode: str = "resize_and_crop"
+    load_size: int = 286
+    crop_size: int = 256
+    aspect_ratio: float = 1.0  # width / height
+    no_flip: bool = False
+    no_pairing_check: bool = False
+    max_dataset_size: int = 0  # 0 = all
+    on_bad_file: str = "stop"  # stop | skip
+    synthetic_size: int = 1000  # samples per epoch of the built-in dataset
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    netG: str = "spade"  # spade | pix2pixhd
+    ngf: int = 64
+    num_upsampling_layers: str = "normal"  # normal | more | most
+    norm_G: str = "spectralspadesyncbatch3x3"
+    use_vae: bool = False
+    z_dim: int = 256
+    netD: str = "multiscale"  # multiscale | n_layer
+    ndf: int = 64
+    n_layers_D: int = 4
+    num_D: int = 2
+    norm_D: str = "spectralinstance"
+    norm_E: str = "spectralinstance"
+    init_type: str = "xavier"  # xavier | xavier_uniform | normal | kaiming | orthogonal | none
+    init_variance: float = 0.02
+    resnet_n_downsample: int = 4  # pix2pixhd only
+    resnet_n_blocks: int = 9
+    resnet_kernel_size: int = 3
+    resnet_initial_kernel_size: int = 7
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    checkpoints_dir: str = "checkpoints"
+    batch_size: int = 1  # global batch, over all replicas and workers
+    niter: int = 50  # epochs at the initial learning rate
+    niter_decay: int = 0  # epochs of linear decay to zero
+    steps_per_epoch: int = 0  # 0: dataset size // batch_size
+    max_steps: int = 0  # 0: (niter + niter_decay) * steps_per_epoch
+    lr: float = 0.0002
+    beta1: float = 0.0
+    beta2: float = 0.9
+    no_TTUR: bool = False
+    D_steps_per_G: int = 1
+    gan_mode: str = "hinge"  # hinge | ls | original | w
+    lambda_feat: float = 10.0
+    lambda_vgg: float = 10.0
+    lambda_kld: float = 0.05
+    no_ganFeat_loss: bool = False
+    no_vgg_loss: bool = False
+    vgg_weights: str = ""  # torchvision vgg19-*.pth (read without torch), "keras-imagenet", or "random" (tests)
+    distribute: str = "auto"  # auto | none | mirrored | multiworker
+    jit_compile: str = "auto"  # auto | on | off
+    mixed_precision: str = "off"  # off | on (mixed_float16 on GPU, mixed_bfloat16 on CPU)
+    ema_decay: float = 0.0  # 0: no moving average of the generator
+    save_every_steps: int = 500
+    keep_checkpoints: int = 3
+    keep_every_n_hours: float = 0.0
+    log_every_steps: int = 10
+    sample_every_steps: int = 200
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    export_dir: str = "exports/spade"  # TF Serving's model base path
+    model_name: str = "spade"
+    version: int = 0  # 0: the next free version
+    precision: str = "float32"  # float32 | bfloat16
+    warmup_requests: int = 2
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """`python -m spade_tf.generate` (synthesis, with --evaluate its scores) and `python -m spade_tf.evaluation`."""
+
+    split: str = "test"  # dataset split to synthesise: train | val | test (= val)
+    how_many: int = 0  # only the first N layouts; 0 = all
+    seeds: typing.List[int] = dataclasses.field(default_factory=list)  # VAE models: one image per seed; empty = [0]
+    batch_size: int = 1  # images per generator and per feature-extractor call
+    segmenter: str = "auto"  # auto (builtin on the built-in data, else none) | builtin | none | a SavedModel folder
+    extractor: str = "none"  # features for FID/KID: none | inception-2015 (comparable) | keras-inceptionv3
+    inception_graph: str = ""  # inception-2015: local classify_image_graph_def.pb
+    keras_inception_weights: str = ""  # keras-inceptionv3: local weights file without the top
+    kid_subsets: int = 100  # KID: random subsets (the usual default of torch-fidelity, clean-fid)
+    kid_subset_size: int = 1000  # KID: images per subset (fewer when a set is smaller)
+
+
+@dataclasses.dataclass
+class ServeConfig:
+    """`python -m serving.server`'s flags and their defaults; names are tensorflow_model_server's where it has one."""
+
+    port: int = 8500  # gRPC; 0: a free port
+    rest_api_port: int = 0  # 0: no REST API (TF Serving's default; its Docker image uses 8501)
+    host: str = "127.0.0.1"  # ours: the address both ports listen on; 0.0.0.0 for all interfaces
+    model_name: str = "spade"
+    model_base_path: str = ""
+    model_config_file: str = ""  # text ModelServerConfig; replaces model_name/model_base_path
+    model_config_file_poll_wait_seconds: float = 0.0  # 0: read once at start
+    file_system_poll_wait_seconds: float = 1.0  # <= 0: look for versions once at start
+    enable_batching: bool = True
+    batching_parameters_file: str = ""
+    max_batch_size: int = 8  # batching without a parameters file, or fields the file leaves out
+    batch_timeout_micros: int = 0
+    max_pixels: int = 4096 * 4096  # ours: batch x height x width per request input
+    rest_api_max_body_bytes: int = 64 * 2**20  # ours: largest REST request body
+    ssl_cert: str = ""  # ours: PEM files, both or neither, for gRPC over TLS
+    ssl_key: str = ""
+    grace_seconds: float = 10.0  # ours: on SIGTERM/SIGINT, time for requests in flight
+
+
+@dataclasses.dataclass
+class Config:
+    name: str = "spade"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    serve: ServeConfig = dataclasses.field(default_factory=ServeConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    # --- derived quantities --------------------------------------------------------------
+    @property
+    def semantic_nc(self) -> int:
+        """Channels of the network's semantic input: one-hot labels (+unknown) (+edge map)."""
+        d = self.data
+        return d.label_nc + int(d.contain_dontcare_label) + int(not d.no_instance)
+
+    @property
+    def image_size(self) -> typing.Tuple[int, int]:
+        """(H, W) the generator produces at the configured crop size, as the reference computes it.
+
+        SPADE: width crop_size rounded down to 2^n blocks, height round(blocks / aspect_ratio) blocks.
+        pix2pixHD: its own rule (`__make_power_2`): width crop_size and height crop_size / aspect_ratio,
+        each rounded to the nearest multiple of 2^resnet_n_downsample, and at least its minimum size.
+        """
+        if self.model.netG == "pix2pixhd":
+            base = 2**self.model.resnet_n_downsample
+            smallest = min_size(base, self.model.resnet_kernel_size)
+            height, width = (max(smallest, int(round(size / base) * base))
+                             for size in (self.data.crop_size / self.data.aspect_ratio, self.data.crop_size))
+            return height, width
+        from spade_tf.models.generator import image_size
+
+        return image_size(self.data.crop_size, self.data.aspect_ratio, self.model.num_upsampling_layers)
+
+    # --- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path=None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            pathlib.Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "Config":
+        cfg = cls()
+        apply(cfg, values, source)
+        return cfg
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown field or gives a value of the wrong type."""
+
+
+SECTIONS = ("data", "model", "train", "export", "serve", "eval")
+
+CHOICES = {
+    "data.dataset_mode": ("synthetic", "cityscapes", "ade20k", "coco", "facades", "custom"),
+    "data.preprocess_mode": (
+        "resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
+        "scale_shortside", "scale_shortside_and_crop", "fixed", "none",
+    ),
+    "data.on_bad_file": ("stop", "skip"),
+    "model.netG": ("spade", "pix2pixhd"),
+    "model.num_upsampling_layers": ("normal", "more", "most"),
+    "model.netD": ("multiscale", "n_layer"),
+    "model.init_type": ("xavier", "xavier_uniform", "normal", "kaiming", "orthogonal", "none"),
+    "train.gan_mode": ("hinge", "ls", "original", "w"),
+    "train.distribute": ("auto", "none", "mirrored", "multiworker"),
+    "train.jit_compile": ("auto", "on", "off"),
+    "train.mixed_precision": ("off", "on"),
+    "export.precision": ("float32", "bfloat16"),
+    "eval.split": ("train", "val", "test"),
+    "eval.extractor": ("none", "inception-2015", "keras-inceptionv3"),
+}
+
+
+def _at_least(low):
+    return f">= {low}", lambda v: v >= low
+
+
+def _in_unit_interval():
+    return "in [0, 1)", lambda v: 0 <= v < 1
+
+
+RANGES = {  # key -> (what the value must be, test); fields not named take any value of their type
+    **{f"data.{n}": _at_least(1) for n in ("label_nc", "load_size", "crop_size", "synthetic_size")},
+    "data.max_dataset_size": _at_least(0),
+    "data.aspect_ratio": ("> 0", lambda v: v > 0),
+    **{f"model.{n}": _at_least(1) for n in ("ngf", "ndf", "z_dim", "n_layers_D", "num_D", "resnet_kernel_size",
+                                            "resnet_initial_kernel_size")},
+    **{f"model.{n}": _at_least(0) for n in ("init_variance", "resnet_n_downsample", "resnet_n_blocks")},
+    **{f"train.{n}": _at_least(1) for n in ("batch_size", "D_steps_per_G", "save_every_steps", "keep_checkpoints",
+                                            "log_every_steps", "sample_every_steps")},
+    **{f"train.{n}": _at_least(0) for n in ("niter", "niter_decay", "steps_per_epoch", "max_steps", "lr",
+                                            "lambda_feat", "lambda_vgg", "lambda_kld", "keep_every_n_hours")},
+    **{f"train.{n}": _in_unit_interval() for n in ("beta1", "beta2", "ema_decay")},
+    "export.version": _at_least(0),
+    "export.warmup_requests": _at_least(0),
+    **{f"eval.{n}": _at_least(1) for n in ("batch_size", "kid_subsets")},
+    "eval.how_many": _at_least(0),
+    "eval.kid_subset_size": _at_least(2),
+    **{f"serve.{n}": _at_least(0) for n in ("port", "rest_api_port", "batch_timeout_micros", "grace_seconds")},
+    **{f"serve.{n}": _at_least(1) for n in ("max_batch_size", "max_pixels", "rest_api_max_body_bytes")},
+}
+
+RENAMED = {  # old key -> new key: configs saved by earlier versions (beside checkpoints and exports) still load
+    "serve.poll_wait_seconds": "serve.file_system_poll_wait_seconds",
+}
+RETIRED = {"data.shuffle_buffer"}  # keys of earlier versions that no longer do anything: ignored when read
+
+
+def _fields(obj) -> typing.Dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(obj)}
+
+
+def _unknown(key: str, valid: typing.Iterable[str], where: str) -> ConfigError:
+    valid = sorted(valid)
+    by_name = {v.split(".")[-1]: v for v in valid}
+    close = [by_name[c] for c in difflib.get_close_matches(key.split(".")[-1], by_name, n=3)]
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"{where}: unknown config key '{key}'.{hint} Valid keys: {', '.join(valid)}")
+
+
+def _coerce(value, annotation, key: str, where: str):
+    """Checks `value` against a field's annotation; ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.List):
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+        return [_coerce(v, item_type, key, where) for v in value]
+    if annotation is float and not isinstance(value, bool):
+        if isinstance(value, int):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{where}: '{key}' must be of type {annotation.__name__}, got {value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def apply(cfg: Config, values: dict, where: str) -> None:
+    """Merges a nested {section: {field: value}} mapping into `cfg`, checking keys and types."""
+    top = _fields(cfg)
+    hints = typing.get_type_hints(Config)
+    for key, value in (values or {}).items():
+        if key not in top:
+            raise _unknown(key, top, where)
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: '{key}' must be a mapping of fields, got {value!r}")
+            section = getattr(cfg, key)
+            fields = _fields(section)
+            section_hints = typing.get_type_hints(type(section))
+            for name, v in value.items():
+                if f"{key}.{name}" in RETIRED:
+                    continue
+                name = RENAMED.get(f"{key}.{name}", f"{key}.{name}").split(".", 1)[1]
+                if name not in fields:
+                    raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in fields), where)
+                choices = CHOICES.get(f"{key}.{name}")
+                if choices and "on" in choices and isinstance(v, bool):  # YAML reads on/off as booleans
+                    v = "on" if v else "off"
+                v = _coerce(v, section_hints[name], f"{key}.{name}", where)
+                if choices and v not in choices:
+                    raise ConfigError(f"{where}: '{key}.{name}' must be one of {', '.join(choices)}; got {v!r}")
+                bound, test = RANGES.get(f"{key}.{name}", (None, None))
+                if test and not test(v):
+                    raise ConfigError(f"{where}: '{key}.{name}' must be {bound}; got {v!r}")
+                setattr(section, name, v)
+        else:
+            setattr(cfg, key, _coerce(value, hints[key], key, where))
+
+
+def all_keys(cfg: Config) -> typing.List[str]:
+    keys = [k for k in _fields(cfg) if k not in SECTIONS]
+    for section in SECTIONS:
+        keys += [f"{section}.{n}" for n in _fields(getattr(cfg, section))]
+    return keys
+
+
+def parse_override(cfg: Config, text: str) -> dict:
+    """`section.field=value` (or `field=value` when the name is unique) -> nested dict."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.field=value, e.g. model.ngf=16")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    keys = all_keys(cfg)
+    if key not in keys:
+        matches = [k for k in keys if k.split(".")[-1] == key]
+        if len(matches) > 1:
+            raise ConfigError(f"command line: '{key}' is in several sections; write one of {', '.join(matches)}")
+        if not matches:
+            raise _unknown(key, keys, "command line")
+        key = matches[0]
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if "." in key:
+        section, name = key.split(".", 1)
+        return {section: {name: value}}
+    return {key: value}
+
+
+def resolve_preset(name_or_path: str) -> pathlib.Path:
+    path = pathlib.Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        names = sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
+        raise ConfigError(f"no preset named '{name_or_path}'. Presets: {', '.join(names)}; or give a .yaml path")
+    return preset
+
+
+def load_config(preset: typing.Optional[str] = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Defaults, then a preset or YAML file, then `section.field=value` overrides."""
+    cfg = Config()
+    if preset:
+        path = resolve_preset(preset)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+        apply(cfg, values, str(path))
+    for text in overrides:
+        apply(cfg, parse_override(cfg, text), "command line")
+    return cfg
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The two config arguments every entry point shares."""
+    parser.add_argument(
+        "--config", default="synthetic", help="preset name (configs/<name>.yaml) or a YAML file"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="section.field=value", help="config overrides, e.g. model.ngf=16"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)

@@ -1,0 +1,22 @@
+"""Keras 3 layers of SPADE (Park et al., 2019), channels last."""
+
+from spade_tf.layers.normalization import nonspade_norm, param_free_norm, parse_norm, parse_spade_norm
+from spade_tf.layers.padding import ReflectionPad2D, SymmetricPad2D
+from spade_tf.layers.resblock import SPADEResBlock
+from spade_tf.layers.resize import NearestDownsample, nearest_resize
+from spade_tf.layers.spade import SPADE
+from spade_tf.layers.spectral_norm import SpectralNorm
+
+__all__ = [
+    "SPADE",
+    "SPADEResBlock",
+    "SpectralNorm",
+    "NearestDownsample",
+    "ReflectionPad2D",
+    "SymmetricPad2D",
+    "nearest_resize",
+    "nonspade_norm",
+    "param_free_norm",
+    "parse_norm",
+    "parse_spade_norm",
+]

@@ -1,0 +1,1 @@
+"""Training SPADE: the GAN step under tf.distribute, schedules, checkpoints."""

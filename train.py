@@ -2,7 +2,12 @@
 
 import sys
 
-from spade_tf.commands.train import main
+from spade_tf.commands import train as command
+
+
+def main(argv=None) -> int:
+    return command.main(argv, prog="train.py")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -156,7 +156,7 @@ def test_installed_package_commands_work_from_an_empty_folder(tmp_path):
     try:
         port = _served_port(serve)
         run("spade-tf-client", "--server", f"127.0.0.1:{port}", "--model_base_path", "exports/spade",
-            "--label", "layout.png", "--out", "image.png", "--seed", "1")
+            "--label", "layout.png", "--instance", "layout.png", "--out", "image.png", "--seed", "1")
         assert Image.open(work / "image.png").size == (64, 64)
     finally:
         serve.send_signal(signal.SIGTERM)

@@ -249,6 +249,8 @@ def test_cli_bad_files_exit_2_with_message(address, exports, tmp_path, capsys):
         (["--label", tmp_path / "missing.png"], "is not a readable image"),
         (["--label", tmp_path / "float.tif"], "it is a F-mode image"),
         (["--label", tmp_path / "colours.png", "--labels_json", tmp_path / "nope.json"], "cannot read labels"),
+        (["--label", tmp_path / "colours.png", "--model_base_path", exports / "vae"],
+         "this model uses instance maps (use_instance in labels.json): give --instance"),
     ]
     for args, message in cases:
         code, _, err = run_cli(capsys, "--server", address, "--out", tmp_path / "image.png", *args)
@@ -295,7 +297,7 @@ def test_rest_answers_as_grpc(rest_and_grpc):
             np.testing.assert_array_equal(image, grpc_client.synthesize(labels, instance_map=instances, **kwargs))
         assert rest.metadata() == grpc_client.metadata()
         assert rest.status() == grpc_client.status()
-        with pytest.raises(SpadeClientError, match="only takes 32 x 32") as info:
+        with pytest.raises(SpadeClientError, match=r"expects \[-1, 32, 32\]") as info:
             rest.synthesize(labels[:16, :16], instance_map=instances[:16, :16], seed=1)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     with SpadeClient(rest_address, model="nope", timeout=10) as rest, pytest.raises(SpadeClientError) as info:

@@ -47,6 +47,10 @@ def main(argv=None, prog="spade-tf-client"):
         labels = client.labels_json() if labels_path else None
         label_map = read_label_png(args.label, None if labels is None else labels.palette_array)
         instance_map = read_instance_png(args.instance) if args.instance else None
+        if labels is not None and labels.use_instance and instance_map is None:
+            raise ContractError("this model uses instance maps (use_instance in labels.json): give --instance, a "
+                                "single-channel PNG of instance ids (the label PNG itself gives one instance per "
+                                "class region)")
     except (ContractError, SpadeClientError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,8 +11,8 @@ import argparse
 import sys
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", required=True, help="a training run folder (config.yaml and checkpoints)")
     parser.add_argument(
         "--checkpoint", help="a checkpoint prefix, e.g. checkpoints/synthetic/ckpt-500 (default: the latest)"

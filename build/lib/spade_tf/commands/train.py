@@ -10,10 +10,10 @@ import logging
 import sys
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog=None) -> int:
     from spade_tf.config import ConfigError, add_config_arguments, config_from_args
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--fresh", action="store_true", help="start a new run (<name>-2, ...) instead of resuming")
     args = parser.parse_args(argv)

@@ -111,9 +111,9 @@ def loaded_vae(vae):
 
 
 # --- layout and assets ---------------------------------------------------------------------
-CONTRACT_KEYS = {
+CONTRACT_KEYS = {  # docs/EXPORT_CONTRACT.md, spade_tf_client.contract.LabelsJson
     "model_name", "class_names", "palette", "label_nc", "contain_dontcare_label", "unknown_label", "use_instance",
-    "use_vae", "z_dim", "image_size", "size_multiple", "aspect_ratio", "signatures",
+    "use_vae", "z_dim", "image_size", "size_multiple", "min_size", "aspect_ratio", "signatures",
 }
 
 

@@ -41,6 +41,21 @@ def pip_install(python, *args):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def source_copy(folder, *parts):
+    """The parts of the checkout a build needs, copied to `folder` (setuptools builds in the source tree)."""
+    import shutil
+
+    ignore = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    for part in parts:
+        source, target = REPO / part, folder / part
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=ignore, symlinks=False)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+    return folder
+
+
 def clean_env(**extra):
     """The environment without this checkout on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
@@ -50,8 +65,9 @@ def clean_env(**extra):
 @pytest.fixture(scope="module")
 def light_venv(tmp_path_factory):
     """A venv with only the light client installed from client/, at the tested pins."""
-    python = make_venv(tmp_path_factory.mktemp("light") / "venv")
-    pip_install(python, REPO / "client", "-c", REPO / "requirements.txt")
+    root = tmp_path_factory.mktemp("light")
+    python = make_venv(root / "venv")
+    pip_install(python, source_copy(root / "src", "client") / "client", "-c", REPO / "requirements.txt")
     return python
 
 
@@ -129,7 +145,9 @@ def _free_port():
 
 def test_installed_package_commands_work_from_an_empty_folder(tmp_path):
     python = make_venv(tmp_path / "venv", reuse_site_packages=True)
-    pip_install(python, REPO)  # not editable: a wheel built from the checkout
+    source = source_copy(tmp_path / "src", "pyproject.toml", "README.md", "requirements.txt", "configs", "spade_tf",
+                         "serving", "client/spade_tf_client")
+    pip_install(python, source)  # not editable: a wheel built from the checkout's files
     bin_dir = python.parent
     work = tmp_path / "empty"
     work.mkdir()

@@ -1,1 +1,0 @@
-"""Training SPADE: the GAN step under tf.distribute, schedules, checkpoints."""

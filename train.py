@@ -1,41 +1,12 @@
-"""Train SPADE: `python train.py --config synthetic [section.field=value ...]`.
+"""`python train.py ...`: the same command as `spade-tf-train` (`spade_tf/commands/train.py`)."""
 
-Resumes the run in <train.checkpoints_dir>/<name> when it holds a checkpoint; `--fresh` starts a
-new run in <name>-2 (-3, ...) instead, leaving the old one untouched. Multi-worker training: set
-TF_CONFIG on every worker (see README); each worker runs this same command.
-"""
-
-import argparse
-import logging
 import sys
+
+from spade_tf.commands import train as command
 
 
 def main(argv=None) -> int:
-    from spade_tf.config import ConfigError, add_config_arguments, config_from_args
-
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.add_argument("--fresh", action="store_true", help="start a new run (<name>-2, ...) instead of resuming")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)  # one INFO line per checkpoint otherwise
-    try:
-        cfg = config_from_args(args)
-    except ConfigError as error:
-        parser.error(str(error))
-
-    from spade_tf.training.trainer import NonFiniteLossError, Trainer
-
-    try:
-        run = Trainer(cfg).train(fresh=args.fresh)
-    except (NonFiniteLossError, ValueError, FileNotFoundError) as error:
-        logging.getLogger("train").error("%s", error)
-        return 1
-    except KeyboardInterrupt:
-        logging.getLogger("train").warning("interrupted")
-        return 130
-    print(f"run folder: {run}")
-    return 0
+    return command.main(argv, prog="train.py")
 
 
 if __name__ == "__main__":

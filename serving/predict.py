@@ -3,10 +3,9 @@
 Checks run in TF Serving's order and with its messages (`servables/tensorflow/predict_util.cc`, TF's
 `GetInputValues` and `FunctionCallFrame::SetArgs`): signature, input count, input keys and parsing
 (after the request size limit, ours), dtypes. Then, beyond TF Serving, shapes against the signature,
-the `assets.extra/labels.json` rules (sizes, class indices), and `output_filter` (TF Serving's texts).
+the `assets.extra/labels.json` rules of the export contract (`spade_tf_client.contract`: sizes, class indices), and `output_filter` (TF Serving's texts).
 """
 
-import dataclasses
 import functools
 import math
 
@@ -16,6 +15,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from serving.errors import ServingError, from_op_error
+from spade_tf_client.contract import ContractError, LabelsJson
 
 DEFAULT_SIGNATURE = "serving_default"
 SPATIAL_INPUTS = ("label_map", "instance_map")  # [batch, height, width]: the generator's layout
@@ -23,69 +23,22 @@ SPATIAL_INPUTS = ("label_map", "instance_map")  # [batch, height, width]: the ge
 _INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-@dataclasses.dataclass(frozen=True)
-class LabelRules:
-    """What `assets.extra/labels.json` says a request must satisfy."""
-
-    label_nc: int
-    unknown_label: int | None
-    use_vae: bool
-    image_size: tuple[int, int]
-    size_multiple: int
-    aspect_ratio: float
-
-    @classmethod
-    def from_json(cls, labels: dict):
-        try:
-            return cls(label_nc=int(labels["label_nc"]),
-                       unknown_label=labels["unknown_label"],
-                       use_vae=bool(labels["use_vae"]), image_size=tuple(labels["image_size"]),
-                       size_multiple=int(labels["size_multiple"]), aspect_ratio=float(labels["aspect_ratio"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"labels.json lacks a valid {e} (see the export contract)") from None
-
-    def check(self, inputs, where):
-        """Raise INVALID_ARGUMENT when sizes or class indices break the model's rules."""
+def check_labels_json(labels: LabelsJson, inputs, where):
+    """Raise INVALID_ARGUMENT when sizes or class indices break the model's rules (the export contract)."""
+    try:
         for alias in SPATIAL_INPUTS:
             if alias in inputs and inputs[alias].ndim >= 3:
-                self._check_size(alias, *inputs[alias].shape[1:3], where)
+                labels.check_size(*inputs[alias].shape[1:3], f'Input "{alias}"', where)
         if "instance_map" in inputs and "label_map" in inputs and (
                 inputs["instance_map"].shape != inputs["label_map"].shape):
-            raise ServingError(_INVALID, f'Input "instance_map" has shape {list(inputs["instance_map"].shape)} '
-                                         f'but must have the shape of "label_map", {list(inputs["label_map"].shape)}')
+            raise ContractError(f'Input "instance_map" has shape {list(inputs["instance_map"].shape)} '
+                                f'but must have the shape of "label_map", {list(inputs["label_map"].shape)}')
         if "label_map" in inputs:
-            labels = inputs["label_map"]
-            bad = labels >= self.label_nc
-            if self.unknown_label is not None:  # the unknown index itself (label_nc) is accepted, as in the graph
-                bad &= (labels != self.unknown_label) & (labels != self.label_nc)
-            if bad.any():
-                at = [int(i) for i in np.argwhere(bad)[0]]
-                allowed = f"class indices 0..{self.label_nc - 1}"
-                allowed += (f" and {self.label_nc} or {self.unknown_label} for unknown pixels"
-                            if self.unknown_label is not None
-                            else " (this model has no don't-care label, so 255 is not allowed either)")
-                raise ServingError(_INVALID, f'Input "label_map" holds {labels[tuple(at)]} at {at}, but {where} '
-                                             f"takes {allowed} (label_nc in assets.extra/labels.json)")
+            labels.check_labels(inputs["label_map"], 'Input "label_map"', where)
         if "z" in inputs and not np.isfinite(inputs["z"]).all():
-            raise ServingError(_INVALID, 'Input "z" holds NaN or infinite values; send finite numbers')
-
-    def _check_size(self, alias, height, width, where):
-        h, w = self.image_size
-        if self.use_vae:
-            if (height, width) != (h, w):
-                raise ServingError(_INVALID, f'Input "{alias}" is {height} x {width} (height x width) but {where} '
-                                             f"only takes {h} x {w} (a VAE model: image_size in labels.json)")
-            return
-        m = self.size_multiple
-        if height < m or width < m or height % m or width % m:
-            raise ServingError(_INVALID, f'Input "{alias}" is {height} x {width} (height x width) but {where} '
-                                         f"takes heights and widths that are multiples of {m} (size_multiple in "
-                                         f"labels.json), e.g. {h} x {w}")
-        want = m * round(width // m / self.aspect_ratio)  # SPADE's generator: sh = round(sw / aspect_ratio)
-        if height != want:
-            raise ServingError(_INVALID, f'Input "{alias}" is {height} x {width} (height x width) but {where} '
-                                         f"generates width / height = {self.aspect_ratio:g} (aspect_ratio in "
-                                         f"labels.json): for width {width} the height must be {want}, e.g. {h} x {w}")
+            raise ContractError('Input "z" holds NaN or infinite values; send finite numbers')
+    except ContractError as e:
+        raise ServingError(_INVALID, str(e)) from None
 
 
 def predict(servable, request, *, max_pixels=None, scheduler=None):
@@ -96,8 +49,8 @@ def predict(servable, request, *, max_pixels=None, scheduler=None):
     signature = servable.signature_defs[signature_name]
     inputs = parse_inputs(request.inputs, signature, max_pixels)
     check_shapes(inputs, signature, signature_name)
-    if servable.label_rules is not None:
-        servable.label_rules.check(inputs, f'model "{servable.name}" version {servable.version}')
+    if servable.labels is not None:
+        check_labels_json(servable.labels, inputs, f'model "{servable.name}" version {servable.version}')
     aliases = output_aliases(request.output_filter, signature)
 
     run = functools.partial(_run, servable.signatures[signature_name])

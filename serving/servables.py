@@ -8,10 +8,8 @@ kept as END with its error, and not retried until its folder goes away.
 """
 
 import dataclasses
-import json
 import logging
 import pathlib
-import re
 import threading
 
 import grpc
@@ -22,12 +20,11 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import predict
 from serving.errors import ServingError, internal_error
+from spade_tf_client import contract
 
 log = logging.getLogger(__name__)
 
 State = get_model_status_pb2.ModelVersionStatus.State
-MAX_WARMUP_RECORDS = 1000  # TF Serving's limit (servables/tensorflow/saved_model_warmup_util.cc)
-_VERSION = re.compile(r"\d{1,18}")  # folder names that are int64 version numbers
 
 
 @dataclasses.dataclass(eq=False)  # compared and hashed by identity (a batching queue key)
@@ -39,7 +36,7 @@ class Servable:
     path: pathlib.Path
     signatures: object  # `loaded.signatures`: name -> concrete function
     signature_defs: dict  # name -> SignatureDef, exactly as in saved_model.pb
-    label_rules: predict.LabelRules | None  # from assets.extra/labels.json, if the model has one
+    labels: contract.LabelsJson | None  # assets.extra/labels.json, if the model has one
     loaded: object  # the SavedModel object, which owns the variables
 
 
@@ -163,7 +160,7 @@ class ModelManager:
     def _versions_on_disk(self, model):
         base = pathlib.Path(model.config.base_path)
         try:
-            versions = {int(p.name): p for p in base.iterdir() if _VERSION.fullmatch(p.name) and p.is_dir()}
+            versions = {int(p.name): p for p in base.iterdir() if contract.is_version_name(p.name) and p.is_dir()}
         except OSError as e:
             log.warning("Cannot list base path %s of model %s: %s", base, model.config.name, e)
             return {}
@@ -241,22 +238,22 @@ def load_servable(name, version, path):
     graph = next((g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags), None)
     if graph is None:
         raise ValueError(f"{path / 'saved_model.pb'} has no MetaGraph tagged 'serve'")
-    labels_file = path / "assets.extra" / "labels.json"
-    rules = predict.LabelRules.from_json(json.loads(labels_file.read_text())) if labels_file.exists() else None
+    labels_file = path / contract.ASSETS_EXTRA / contract.LABELS_FILE
+    labels = contract.LabelsJson.read(labels_file) if labels_file.exists() else None
     servable = Servable(name=name, version=version, path=path, signatures=loaded.signatures,
-                        signature_defs=dict(graph.signature_def), label_rules=rules, loaded=loaded)
+                        signature_defs=dict(graph.signature_def), labels=labels, loaded=loaded)
     _warm_up(servable)
     return servable
 
 
 def _warm_up(servable):
     """Replay `assets.extra/tf_serving_warmup_requests` (PredictionLog TFRecords) as TF Serving does."""
-    path = servable.path / "assets.extra" / "tf_serving_warmup_requests"
+    path = servable.path / contract.ASSETS_EXTRA / contract.WARMUP_FILE
     if not path.exists():
         return
-    records = list(tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS + 1).as_numpy_iterator())
-    if len(records) > MAX_WARMUP_RECORDS:
-        raise ValueError(f"Number of warmup records exceeds the maximum ({MAX_WARMUP_RECORDS}) at {path}")
+    records = list(tf.data.TFRecordDataset(str(path)).take(contract.MAX_WARMUP_RECORDS + 1).as_numpy_iterator())
+    if len(records) > contract.MAX_WARMUP_RECORDS:
+        raise ValueError(f"Number of warmup records exceeds the maximum ({contract.MAX_WARMUP_RECORDS}) at {path}")
     for i, record in enumerate(records):
         entry = prediction_log_pb2.PredictionLog.FromString(record)
         if entry.WhichOneof("log_type") != "predict_log":

@@ -34,9 +34,8 @@ import string
 import sys
 import typing
 
-from spade_tf.shared import REPO_ROOT
 
-TRAIN_SCRIPT = REPO_ROOT / "train.py"
+TRAIN_MODULE = "spade_tf.commands.train"  # train.py's command, installed with the package
 DEFAULT_TEMPLATE = "{job}-{index}.{service}.{namespace}.svc:{port}"
 DEFAULT_PORT = 2222
 # template field -> the environment variable that fills it ("index" is the worker's own index)
@@ -157,7 +156,7 @@ def _kept_tf_config(text: str) -> dict:
 
 
 def launch_training(train_args: typing.Sequence[str], env=None) -> typing.NoReturn:
-    """Sets TF_CONFIG (unless set) and replaces this process with `python train.py <train_args>`."""
+    """Sets TF_CONFIG (unless set) and replaces this process with `python -m spade_tf.commands.train <train_args>` (train.py)."""
     env = dict(os.environ if env is None else env)  # the child's environment; the caller's stays as it was
     if env.get("TF_CONFIG", "").strip():
         config = _kept_tf_config(env["TF_CONFIG"])
@@ -166,10 +165,8 @@ def launch_training(train_args: typing.Sequence[str], env=None) -> typing.NoRetu
         config = tf_config_from_env(env)
         env["TF_CONFIG"] = json.dumps(config)
         origin = "derived from the pod environment"
-    if not TRAIN_SCRIPT.exists():
-        raise ClusterConfigError(f"{TRAIN_SCRIPT} not found: run from a source checkout or the training image")
     print(f"spade_tf.cluster: TF_CONFIG {origin}: {json.dumps(config)}", file=sys.stderr, flush=True)
-    os.execve(sys.executable, [sys.executable, str(TRAIN_SCRIPT), *train_args], env)
+    os.execve(sys.executable, [sys.executable, "-m", TRAIN_MODULE, *train_args], env)
 
 
 def parser() -> argparse.ArgumentParser:

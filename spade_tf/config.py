@@ -15,15 +15,25 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import importlib.resources
 import os
 import pathlib
 import typing
 
 import yaml
+from spade_tf_client.contract import min_size
 
-from spade_tf.shared import REPO_ROOT
 
-CONFIG_DIR = REPO_ROOT / "configs"
+def _preset_dir():
+    """The presets: package data `spade_tf/configs/` when installed (pyproject maps the top-level `configs/`
+    folder there), the `configs/` folder beside the package in a source checkout."""
+    try:
+        return importlib.resources.files("spade_tf.configs")
+    except ModuleNotFoundError:
+        return pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+CONFIG_DIR = _preset_dir()
 
 
 class _Section:
@@ -182,7 +192,18 @@ class Config:
 
     @property
     def image_size(self) -> typing.Tuple[int, int]:
-        """(H, W) the generator produces at the configured crop size, as the reference computes it."""
+        """(H, W) the generator produces at the configured crop size, as the reference computes it.
+
+        SPADE: width crop_size rounded down to 2^n blocks, height round(blocks / aspect_ratio) blocks.
+        pix2pixHD: its own rule (`__make_power_2`): width crop_size and height crop_size / aspect_ratio,
+        each rounded to the nearest multiple of 2^resnet_n_downsample, and at least its minimum size.
+        """
+        if self.model.netG == "pix2pixhd":
+            base = 2**self.model.resnet_n_downsample
+            smallest = min_size(base, self.model.resnet_kernel_size)
+            height, width = (max(smallest, int(round(size / base) * base))
+                             for size in (self.data.crop_size / self.data.aspect_ratio, self.data.crop_size))
+            return height, width
         from spade_tf.models.generator import image_size
 
         return image_size(self.data.crop_size, self.data.aspect_ratio, self.model.num_upsampling_layers)
@@ -430,8 +451,8 @@ def resolve_preset(name_or_path: str) -> pathlib.Path:
             raise ConfigError(f"config file {path} does not exist")
         return path
     preset = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not preset.exists():
-        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    if not preset.is_file():
+        names = sorted(p.name[:-5] for p in CONFIG_DIR.iterdir() if p.name.endswith(".yaml"))
         raise ConfigError(f"no preset named '{name_or_path}'. Presets: {', '.join(names)}; or give a .yaml path")
     return preset
 

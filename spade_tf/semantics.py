@@ -9,8 +9,7 @@ Channels last: [batch, H, W, semantic_nc] float32 (a single [H, W] map gives [H,
 
 import numpy as np
 import tensorflow as tf
-
-UNKNOWN_LABEL = 255  # the value datasets use for "don't care"
+from spade_tf_client.contract import UNKNOWN_LABEL, allowed_labels
 
 
 def semantic_nc(label_nc: int, contain_dontcare_label: bool, use_instance: bool) -> int:
@@ -46,13 +45,10 @@ def class_indices(label_map, label_nc: int, contain_dontcare_label: bool):
     naming the value range found and the one expected.
     """
     labels = tf.cast(tf.convert_to_tensor(label_map), tf.int32)
+    valid = allowed_labels(label_nc, contain_dontcare_label)  # the export contract's label-value rule
+    nc = label_nc + int(contain_dontcare_label)
     if contain_dontcare_label:
         labels = tf.where(labels == UNKNOWN_LABEL, label_nc, labels)
-        valid = f"0..{label_nc - 1}, {label_nc} or {UNKNOWN_LABEL} (unknown)"
-        nc = label_nc + 1
-    else:
-        valid = f"0..{label_nc - 1} (this model has no don't-care label)"
-        nc = label_nc
     if tf.executing_eagerly():
         values = labels.numpy()
         if values.size and (values.min() < 0 or values.max() >= nc):

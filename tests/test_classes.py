@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 
@@ -10,7 +8,6 @@ from spade_tf.data.classes import (
     colorize,
     decolorize,
     labelcolormap,
-    labels_json,
     palette,
 )
 from spade_tf.data.segmenter import segment
@@ -143,35 +140,3 @@ def test_synthetic_palette_reads_back_through_the_segmenter():
     label = synthetic_sample(0, 0, 64, 64)["label"]
     flat_photo = colorize(label, palette("synthetic", 8))
     assert miou(segment(flat_photo), label, 8)[0] > 0.99
-
-
-def test_labels_json_synthetic():
-    cfg = load_config("synthetic", ["export.model_name=landscapes"])
-    info = labels_json(cfg)
-    assert json.loads(json.dumps(info)) == info
-    assert info == {
-        "model_name": "landscapes",
-        "class_names": ["sky", "mountain", "water", "grass", "tree", "building", "road", "object"],
-        "palette": palette("synthetic", 8).tolist(),
-        "label_nc": 8,
-        "contain_dontcare_label": False,
-        "unknown_label": None,
-        "use_instance": True,
-        "use_vae": False,
-        "z_dim": 256,
-        "image_size": [64, 64],
-        "size_multiple": 32,
-        "aspect_ratio": 1.0,
-    }
-
-
-def test_labels_json_other_presets():
-    city = labels_json(load_config("cityscapes"))
-    assert city["image_size"] == [256, 512] and city["size_multiple"] == 64 and city["aspect_ratio"] == 2.0
-    ade = labels_json(load_config("ade20k"))
-    assert ade["contain_dontcare_label"] and ade["unknown_label"] == 255 and not ade["use_instance"]
-    assert len(ade["class_names"]) == len(ade["palette"]) == 150
-    custom = labels_json(load_config("custom", ["data.label_nc=2", "data.class_names=[cat, dog]", "model.use_vae=true"]))
-    assert custom["class_names"] == ["cat", "dog"] and custom["use_vae"]
-    with pytest.raises(ValueError, match="1 names but label_nc is 2"):
-        labels_json(load_config("custom", ["data.label_nc=2", "data.class_names=[cat]"]))

@@ -127,7 +127,7 @@ def test_metadata_status_and_labels(address, exports):
                                    for v in (1, 2)]
         labels = client.labels()
         assert labels["palette"] == PALETTE.tolist() and labels["label_nc"] == 4
-    assert client_module.read_labels_json(exports / "spade" / "1")["class_names"] == labels["class_names"]
+    assert list(client_module.read_labels_json(exports / "spade" / "1").class_names) == labels["class_names"]
     with pytest.raises(SpadeClientError, match="labels_path"):
         SpadeClient(address).labels()
 
@@ -243,12 +243,14 @@ def test_cli_bad_files_exit_2_with_message(address, exports, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 2), np.uint8)[..., 0].astype(np.float32), mode="F").save(tmp_path / "float.tif")
     labels_json = exports / "spade" / "1" / "assets.extra" / "labels.json"
     cases = [
-        (["--label", tmp_path / "colours.png"], "colour (RGB) label map: give --labels_json"),
-        (["--label", tmp_path / "odd.png", "--labels_json", labels_json], "colour (1, 2, 3) at (x=5, y=3)"),
-        (["--label", tmp_path / "text.png"], "cannot read image"),
-        (["--label", tmp_path / "missing.png"], "cannot read image"),
-        (["--label", tmp_path / "float.tif"], "image mode F"),
+        (["--label", tmp_path / "colours.png"], "colour (RGB) label map: give the model's labels.json"),
+        (["--label", tmp_path / "odd.png", "--labels_json", labels_json], "(1, 2, 3): 1 px, the first at (x=5, y=3)"),
+        (["--label", tmp_path / "text.png"], "is not a readable image"),
+        (["--label", tmp_path / "missing.png"], "is not a readable image"),
+        (["--label", tmp_path / "float.tif"], "it is a F-mode image"),
         (["--label", tmp_path / "colours.png", "--labels_json", tmp_path / "nope.json"], "cannot read labels"),
+        (["--label", tmp_path / "colours.png", "--model_base_path", exports / "vae"],
+         "this model uses instance maps (use_instance in labels.json): give --instance"),
     ]
     for args, message in cases:
         code, _, err = run_cli(capsys, "--server", address, "--out", tmp_path / "image.png", *args)
@@ -266,3 +268,59 @@ def test_cli_server_errors_exit_1_naming_the_file(address, tmp_path, capsys):
     code, _, err = run_cli(capsys, "--server", f"127.0.0.1:{unused_port()}", "--timeout", "0.3",
                            "--label", tmp_path / "labels.png", "--out", tmp_path / "o.png")
     assert code == 1 and "could not reach" in err
+
+
+# ---------- the REST API: the same answers as gRPC ----------
+
+
+@pytest.fixture(scope="module")
+def rest_and_grpc(exports):
+    server = ModelServer(model_name="spade_vae", model_base_path=str(exports / "vae"), port=0,
+                         rest_api_port=unused_port(), file_system_poll_wait_seconds=0)
+    port = server.start()
+    yield f"http://127.0.0.1:{server.rest_api_port}", f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_rest_answers_as_grpc(rest_and_grpc):
+    rest_address, grpc_address = rest_and_grpc
+    labels = labels_image()
+    instances = np.zeros((32, 32), np.int32)
+    instances[10:] = 3
+    with SpadeClient(rest_address, model="spade_vae", timeout=10) as rest, \
+            SpadeClient(grpc_address, model="spade_vae", timeout=10) as grpc_client:
+        assert rest.rest and not grpc_client.rest
+        for kwargs in ({"seed": 5}, {"z": np.eye(1, 256, dtype=np.float32)[0]},
+                       {"style_image": np.full((32, 32, 3), 255, np.uint8)}):
+            image = rest.synthesize(labels, instance_map=instances, **kwargs)
+            assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
+            np.testing.assert_array_equal(image, grpc_client.synthesize(labels, instance_map=instances, **kwargs))
+        assert rest.metadata() == grpc_client.metadata()
+        assert rest.status() == grpc_client.status()
+        with pytest.raises(SpadeClientError, match=r"expects \[-1, 32, 32\]") as info:
+            rest.synthesize(labels[:16, :16], instance_map=instances[:16, :16], seed=1)
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with SpadeClient(rest_address, model="nope", timeout=10) as rest, pytest.raises(SpadeClientError) as info:
+        rest.status()
+    assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_rest_server_down_is_a_clear_error():
+    with SpadeClient(f"http://127.0.0.1:{unused_port()}", timeout=2) as client:
+        with pytest.raises(SpadeClientError, match="could not reach the model server") as info:
+            client.status()
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_rest_command_line(rest_and_grpc, tmp_path, capsys):
+    rest_address, grpc_address = rest_and_grpc
+    Image.fromarray(labels_image()).save(tmp_path / "labels.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "instances.png")
+    outputs = []
+    for server in (rest_address, grpc_address):
+        out = tmp_path / f"{len(outputs)}.png"
+        code, _, err = run_cli(capsys, "--server", server, "--model", "spade_vae", "--label", tmp_path / "labels.png",
+                               "--instance", tmp_path / "instances.png", "--seed", "4", "--out", out)
+        assert code == 0, err
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]

@@ -115,7 +115,7 @@ def test_launcher_sets_tf_config_and_runs_train_py_with_the_rest(monkeypatch, ca
     cluster.main(["train", "--", "--config", "synthetic", "train.max_steps=3"])
     [(path, argv, env)] = captured_exec
     assert path == sys.executable
-    assert argv == [sys.executable, str(REPO_ROOT / "train.py"), "--config", "synthetic", "train.max_steps=3"]
+    assert argv == [sys.executable, "-m", "spade_tf.commands.train", "--config", "synthetic", "train.max_steps=3"]
     assert json.loads(env["TF_CONFIG"]) == {
         "cluster": {"worker": ["spade-train-0.spade-train.ml.svc:2222", "spade-train-1.spade-train.ml.svc:2222"]},
         "task": {"type": "worker", "index": 1}}
@@ -129,7 +129,7 @@ def test_launcher_keeps_a_tf_config_set_by_the_training_operator(monkeypatch, ca
     cluster.main(["train", "--", "--config", "synthetic"])
     [(_, argv, env)] = captured_exec
     assert env["TF_CONFIG"] == operator_config
-    assert argv[2:] == ["--config", "synthetic"]
+    assert argv[3:] == ["--config", "synthetic"]
 
 
 @pytest.mark.parametrize("tf_config, message", [("{not json", "not JSON"), ('{"task": {}}', "'cluster'")])

@@ -115,9 +115,9 @@ def loaded_vae(vae):
 
 
 # --- layout and assets ---------------------------------------------------------------------
-CONTRACT_KEYS = {
+CONTRACT_KEYS = {  # docs/EXPORT_CONTRACT.md, spade_tf_client.contract.LabelsJson
     "model_name", "class_names", "palette", "label_nc", "contain_dontcare_label", "unknown_label", "use_instance",
-    "use_vae", "z_dim", "image_size", "size_multiple", "aspect_ratio", "signatures",
+    "use_vae", "z_dim", "image_size", "size_multiple", "min_size", "aspect_ratio", "signatures",
 }
 
 
@@ -151,12 +151,15 @@ def test_pix2pixhd_labels_json_states_the_size_multiple_the_exported_model_accep
     path = export_model(cfg, build_generator(cfg), export_dir=tmp_path)
     labels = json.loads((path / "assets.extra" / "labels.json").read_text())
     assert labels["size_multiple"] == 4
+    assert labels["min_size"] == 8  # 4 x ((3 - 1) // 2 + 1): the bottleneck must be larger than its reflection pad
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     for side in (36, 8):
         maps = {"label_map": tf.zeros([1, side, side], tf.uint8), "instance_map": tf.zeros([1, side, side], tf.int32)}
         assert serve(**maps)["image"].shape == (1, side, side, 3)
     with pytest.raises(tf.errors.InvalidArgumentError, match="multiples of 4"):
         serve(label_map=tf.zeros([1, 34, 34], tf.uint8), instance_map=tf.zeros([1, 34, 34], tf.int32))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 8x8"):  # not a failure deep inside the net
+        serve(label_map=tf.zeros([1, 4, 4], tf.uint8), instance_map=tf.zeros([1, 4, 4], tf.int32))
 
 
 def test_config_saved_for_provenance(plain):

@@ -23,7 +23,6 @@ import typing
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-LIGHT_CLIENT = REPO / "client" / "spade_tf_client"  # issue 14's client without TensorFlow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +44,9 @@ RULES = (
          ("tensorflow", "keras", "tensorflow_serving", "spade_tf"), files=("serving/client.py",)),
 )
 
-# Known breaks, each to be fixed by a branch being merged: the mark makes the case flip (a strict
-# xfail that passes fails) once the import is gone.
-KNOWN = {
-    ("data", "spade_tf/data/classes.py"): pytest.mark.xfail(
-        strict=True, reason="data/classes.py imports spade_tf.models to build labels_json; issue 14 moves "
-        "labels_json to the export contract's module"),
-    ("client and painting page", "serving/client.py"): pytest.mark.xfail(
-        not LIGHT_CLIENT.is_dir(), strict=True, reason="serving.client still speaks gRPC through "
-        "tensorflow_serving and TensorFlow; issue 14's light client (client/spade_tf_client) replaces it"),
-}
+# Known breaks of a rule, each with the reason it stands: {(rule name, file): pytest mark}. The mark is
+# strict, so a break that is mended fails the case until its entry is removed.
+KNOWN = {}
 
 
 def module_name(path: pathlib.Path, root: pathlib.Path) -> str:
@@ -127,8 +119,6 @@ def test_layering(rule, file):
     assert violations(rule, REPO / file) == []
 
 
-@pytest.mark.xfail(not LIGHT_CLIENT.is_dir(), strict=True, reason=KNOWN[("client and painting page",
-                                                                         "serving/client.py")].kwargs["reason"])
 def test_client_and_painting_page_load_no_tensorflow():
     """What importing them loads, transitively, in a fresh process."""
     code = ("import sys, serving.client, serving.studio.app; "

@@ -57,7 +57,7 @@ def test_labels_outside_the_label_set_are_named(labels, kwargs, message):
 def test_graph_mode_asserts_inside_the_graph():
     f = tf.function(lambda x: semantic_input(x, label_nc=3, contain_dontcare_label=False, use_instance=False))
     assert f(tf.constant([[[0, 2]]], tf.uint8)).shape == (1, 1, 2, 3)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the label set; expected 0..2"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the label set; expected class indices 0..2"):
         f(tf.constant([[[0, 3]]], tf.uint8))
 
 

@@ -128,16 +128,19 @@ def _rgba_with_hole():
 BAD_LAYOUTS = {
     "not an image": (b"hello, this is text", "not an image file"),
     "jpeg": (_jpeg(), "must be a PNG file (lossless), got a JPEG"),
-    "not a multiple": (png(np.zeros((30, 60), np.uint8)), "60 x 30 pixels (width x height), but this model takes "
-                                                          "widths and heights that are multiples of 8, e.g. 64 x 32"),
+    "not a multiple": (png(np.zeros((30, 60), np.uint8)), "the layout is 30 x 60 (height x width) but this model takes "
+                                                          "heights and widths that are multiples of 8 (size_multiple "
+                                                          "in labels.json), e.g. 32 x 64"),
     "aspect ratio": (png(np.zeros((64, 64), np.uint8)), "for width 64 the height must be 32"),
     "class index": (png(np.where(layout() == 3, 7, layout()).astype(np.uint8)),
-                    "holds class index 7 at (x=32, y=16), but this model has 4 classes: indices 0..3"),
-    "unknown label": (png(np.full((32, 64), 255, np.uint8)), "class index 255"),
+                    "the layout holds 7 at [16, 32], but this model takes class indices 0..3 (this model has no "
+                    "don't-care label, so 255 is not allowed either)"),
+    "unknown label": (png(np.full((32, 64), 255, np.uint8)), "holds 255 at [0, 0]"),
     "colours": (png(np.full((32, 64, 3), 200, np.uint8)), "2048 pixels in 1 colours that are not in the model's "
-                                                          "palette, e.g. (200, 200, 200) at (x=0, y=0)"),
+                                                          "palette of 4 classes: (200, 200, 200): 2048 px, the first "
+                                                          "at (x=0, y=0)"),
     "transparent": (_rgba_with_hole(), "transparent pixels"),
-    "mode LA": (png(np.zeros((32, 64, 2), np.uint8)), "image mode LA"),
+    "mode LA": (png(np.zeros((32, 64, 2), np.uint8)), "it is a LA-mode image"),
     "empty": (b"", "the layout file is empty"),
 }
 
@@ -216,7 +219,7 @@ def test_vae_model_style_photo_and_fixed_size():
     np.testing.assert_array_equal(decode(response.data), colours[layout()] + 2)
     assert fake.calls[-1][2]["z"].shape == (256,) and "instance_map" not in fake.calls[-1][2]
     response = post(client, "/api/synthesize", data=png(layout(64, 128)))
-    assert response.status_code == 400 and "only takes 64 x 32" in response.get_json()["error"]
+    assert response.status_code == 400 and "only takes 32 x 64" in response.get_json()["error"]
     for z, message in (("[1, 2]", "a list of 256 finite numbers"), ("nope", "JSON list")):
         response = post(client, "/api/synthesize", data=png(layout()), z=z)
         assert response.status_code == 400 and message in response.get_json()["error"]

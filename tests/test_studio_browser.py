@@ -260,8 +260,8 @@ def test_page_shows_upload_errors(model_server, standin_export, studio_for, tmp_
         "notes.png": (b"not a picture", "Cannot use notes.png: the layout is not an image file"),
         "small.png": (png(np.zeros((60, 60), np.uint8)), "multiples of 8"),
         "wide.png": (png(np.zeros((64, 128), np.uint8)), "for width 128 the height must be 128"),
-        "classes.png": (png(np.full((64, 64), 9, np.uint8)), "holds class index 9 at (x=0, y=0), but this model has 8"),
-        "colours.png": (png(np.full((64, 64, 3), 250, np.uint8)), "not in the model's palette, e.g. (250, 250, 250)"),
+        "classes.png": (png(np.full((64, 64), 9, np.uint8)), "holds 9 at [0, 0], but this model takes class indices 0..7"),
+        "colours.png": (png(np.full((64, 64, 3), 250, np.uint8)), "not in the model's palette of 8 classes: (250, 250, 250)"),
     }
     for name, (data, message) in cases.items():
         (tmp_path / name).write_bytes(data)

@@ -43,7 +43,7 @@ def _multipart(fields):
 
 def test_command_line_serves_the_page_without_the_model_code(model_server, standin_export, tmp_path):
     """`python -m serving.studio` prints its address and synthesizes through gRPC only: it has nothing
-    but labels.json on disk, and never imports spade_tf or the model-serving side of `serving`."""
+    but labels.json on disk, and never imports spade_tf, TensorFlow or the model-serving side of `serving`."""
     labels_only = tmp_path / "labels.json"
     shutil.copy(standin_export / "1" / "assets.extra" / "labels.json", labels_only)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO)}
@@ -79,6 +79,8 @@ def test_command_line_serves_the_page_without_the_model_code(model_server, stand
     model_code = sorted(m for m in imported if m.split(".")[0] == "spade_tf"
                         or m in ("serving.server", "serving.servables", "serving.predict", "serving.batching"))
     assert model_code == [], f"the studio imported model code: {model_code}"
+    tensorflow = sorted(m for m in imported if m.split(".")[0] in ("tensorflow", "tensorflow_serving", "keras"))
+    assert tensorflow == [], f"the studio's process imported TensorFlow: {tensorflow[:5]}"
 
 
 def test_command_line_errors():

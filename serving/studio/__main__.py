@@ -6,14 +6,15 @@ import signal
 import sys
 import threading
 
-from serving.client import SpadeClientError, read_labels_json
+from spade_tf_client import SpadeClientError, read_labels_json
+
 from serving.studio.app import DEFAULT_TIMEOUT, serve_studio
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m serving.studio",
+    p = argparse.ArgumentParser(prog=None,
                                 description="A painting page for a SPADE model behind a gRPC model server.")
-    p.add_argument("--server", default="localhost:8500", help="host:port of the gRPC model server")
+    p.add_argument("--server", default="localhost:8500", help="host:port of the gRPC model server, or http(s)://host:port of its REST API")
     p.add_argument("--model", default="spade", help="model name on the server")
     labels = p.add_mutually_exclusive_group(required=True)
     labels.add_argument("--labels_json", help="the model's labels.json (or its version folder)")

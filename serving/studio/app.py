@@ -1,4 +1,5 @@
-"""The studio's web app (Flask): the page, and a JSON/PNG API that calls the model server over gRPC.
+"""The studio's web app (Flask): the page, and a JSON/PNG API that calls the model server through the light
+client (`spade_tf_client`, gRPC or REST), so the studio's process never loads TensorFlow.
 
     GET  /                 the painting page (static HTML/JS/CSS)
     GET  /api/model        class names, palette and size rules from labels.json
@@ -21,8 +22,9 @@ import numpy as np
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from serving.client import SpadeClient, SpadeClientError, read_labels_json
-from serving.studio.layouts import InputError, ModelRules, parse_seed, parse_z, png_bytes, read_layout, read_style_photo
+from spade_tf_client import LabelsJson, SpadeClient, SpadeClientError, read_labels_json
+
+from serving.studio.layouts import InputError, parse_seed, parse_z, png_bytes, read_layout, read_style_photo
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,15 @@ DEFAULT_TIMEOUT = 10.0  # seconds per model server call: how long the page waits
 def create_app(client, labels, *, model="spade", timeout=DEFAULT_TIMEOUT) -> flask.Flask:
     """The studio app.
 
-    `client`: the model server's "host:port" (a `SpadeClient` for `model` with `timeout` is made), or a
-    callable returning a client with `synthesize`, `encode_style` and `status` (called once). `labels`:
-    the model's labels.json as a dict, or a path that `read_labels_json` takes.
+    `client`: the model server's address ("host:port" for gRPC, "http://host:port" for REST; a
+    `SpadeClient` for `model` with `timeout` is made), or a callable returning a client with
+    `synthesize`, `encode_style` and `status` (called once). `labels`: the model's labels.json as a
+    dict or `LabelsJson`, or a path that `read_labels_json` takes.
     """
-    rules = ModelRules.from_labels(labels if isinstance(labels, dict) else read_labels_json(labels))
+    if isinstance(labels, dict):
+        labels = LabelsJson.from_dict(labels)
+    elif not isinstance(labels, LabelsJson):
+        labels = read_labels_json(labels)
     if isinstance(client, str):
         address = client
         client = SpadeClient(address, model=model, timeout=timeout)
@@ -48,74 +54,86 @@ def create_app(client, labels, *, model="spade", timeout=DEFAULT_TIMEOUT) -> fla
     app = flask.Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
     app.extensions["spade_studio"] = client
+    _add_routes(app, client, labels, address)
+    _add_error_handlers(app, address)
+    return app
 
-    def model_error(e: SpadeClientError):
-        """(JSON body, HTTP status) for a failed model server call; "detail" holds the gRPC message."""
-        if e.code == grpc.StatusCode.UNAVAILABLE:
-            message = f"The model server at {address} is not reachable: is it running, and is the address right?"
-            return {"error": message, "detail": str(e)}, 503
-        if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return {"error": f"The model server did not answer in time (the studio's --timeout): {e}"}, 504
-        if e.code == grpc.StatusCode.INVALID_ARGUMENT:
-            return {"error": f"The model server refused the request: {e}"}, 400
-        return {"error": f"The model server failed: {e}"}, 502
 
-    def upload(field, what):
-        file = flask.request.files.get(field)
-        if file is None:
-            raise InputError(f"no {what}: send it as the file field '{field}' of a multipart form")
-        data = file.read()
-        if not data:
-            raise InputError(f"the {what} file is empty")
-        return data
+def _model_error(e: SpadeClientError, address):
+    """(JSON body, HTTP status) for a failed model server call; "detail" holds the server's message."""
+    if e.code == grpc.StatusCode.UNAVAILABLE:
+        message = f"The model server at {address} is not reachable: is it running, and is the address right?"
+        return {"error": message, "detail": str(e)}, 503
+    if e.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return {"error": f"The model server did not answer in time (the studio's --timeout): {e}"}, 504
+    if e.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return {"error": f"The model server refused the request: {e}"}, 400
+    return {"error": f"The model server failed: {e}"}, 502
 
+
+def _upload(field, what):
+    file = flask.request.files.get(field)
+    if file is None:
+        raise InputError(f"no {what}: send it as the file field '{field}' of a multipart form")
+    data = file.read()
+    if not data:
+        raise InputError(f"the {what} file is empty")
+    return data
+
+
+def _synthesis_options(labels: LabelsJson, label_map):
+    """The client's keyword arguments from the form: seed or z, and the instance map."""
+    seed, z = flask.request.form.get("seed", ""), flask.request.form.get("z", "")
+    options = {}
+    if seed and z:
+        raise InputError("give a seed or a style code z, not both")
+    if z:
+        if not labels.use_vae:
+            raise InputError("this model has no style input (it is not a VAE model): send a seed instead of z")
+        options["z"] = parse_z(z, labels.z_dim)
+    elif seed:
+        options["seed"] = parse_seed(seed)
+    if labels.use_instance:  # one instance per class region: the edge map is the class boundaries
+        options["instance_map"] = label_map.astype(np.int32)
+    return options
+
+
+def _add_routes(app, client, labels: LabelsJson, address):
     @app.get("/")
     def page():
         return app.send_static_file("index.html")
 
     @app.get("/api/model")
     def model_config():
-        return {**rules.page_config(), "server": address}
+        return {**labels.to_dict(), "server": address}
 
     @app.get("/api/status")
     def status():
         try:
             return {"ok": True, "versions": client.status()}
         except SpadeClientError as e:
-            body, code = model_error(e)
+            body, code = _model_error(e, address)
             return {"ok": False, **body}, code
 
     @app.post("/api/synthesize")
     def synthesize():
-        label_map = read_layout(upload("layout", "layout"), rules)
-        seed, z = flask.request.form.get("seed", ""), flask.request.form.get("z", "")
-        options = {}
-        if seed and z:
-            raise InputError("give a seed or a style code z, not both")
-        if z:
-            if not rules.use_vae:
-                raise InputError("this model has no style input (it is not a VAE model): send a seed instead of z")
-            options["z"] = parse_z(z, rules.z_dim)
-        elif seed:
-            options["seed"] = parse_seed(seed)
-        if rules.use_instance:  # one instance per class region: the edge map is the class boundaries
-            options["instance_map"] = label_map.astype(np.int32)
-        image = client.synthesize(label_map, **options)
+        label_map = read_layout(_upload("layout", "layout"), labels)
+        image = client.synthesize(label_map, **_synthesis_options(labels, label_map))
         response = flask.make_response(png_bytes(image))
         response.headers["Content-Type"] = "image/png"
         return response
 
     @app.post("/api/layout")
     def layout():
-        label_map = read_layout(upload("layout", "layout"), rules)
+        label_map = read_layout(_upload("layout", "layout"), labels)
         return {"height": label_map.shape[0], "width": label_map.shape[1],
                 "labels": base64.b64encode(label_map.tobytes()).decode("ascii")}
 
     @app.post("/api/style")
     def style():
-        if not rules.use_vae:
+        if not labels.use_vae:
             raise InputError("this model takes no style photo (it is not a VAE model): use the seed")
-        photo = read_style_photo(upload("style", "style photo"), rules.image_size)
+        photo = read_style_photo(_upload("style", "style photo"), labels.image_size)
         return {"z": client.encode_style(photo)[0].tolist()}
 
     @app.after_request
@@ -124,13 +142,15 @@ def create_app(client, labels, *, model="spade", timeout=DEFAULT_TIMEOUT) -> fla
             response.headers["Cache-Control"] = "no-store"
         return response
 
+
+def _add_error_handlers(app, address):
     @app.errorhandler(InputError)
     def input_error(e):
         return _error(str(e), 400)
 
     @app.errorhandler(SpadeClientError)
     def client_error(e):
-        return model_error(e)
+        return _model_error(e, address)
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(e):
@@ -144,8 +164,6 @@ def create_app(client, labels, *, model="spade", timeout=DEFAULT_TIMEOUT) -> fla
     def internal_error(e):
         log.exception("request %s %s failed", flask.request.method, flask.request.path)
         return _error(f"internal error in the studio ({type(e).__name__}: {e}); see the studio's log", 500)
-
-    return app
 
 
 def _error(message, code):

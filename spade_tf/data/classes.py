@@ -1,4 +1,5 @@
-"""Class names and colour palettes of every dataset mode, colour <-> label conversion, labels.json.
+"""Class names and colour palettes of every dataset mode (colour <-> label conversion: the export contract's
+`colorize`/`decolorize`, `spade_tf_client.contract`).
 
 Palettes:
 - synthetic: the middle of each class's first colour line in `synthetic.CLASS_COLORS`, so a
@@ -20,9 +21,10 @@ Palettes:
 """
 
 import numpy as np
+from spade_tf_client.contract import classes_to_colours as colorize  # noqa: F401 - the export contract's rule
+from spade_tf_client.contract import colours_to_classes as decolorize  # noqa: F401
 
 from spade_tf.data.synthetic import CLASS_COLORS, SYNTHETIC_CLASSES
-from spade_tf.semantics import UNKNOWN_LABEL
 
 DATASET_MODES = ("synthetic", "cityscapes", "ade20k", "coco", "facades", "custom")
 
@@ -213,86 +215,3 @@ def palette(dataset_mode: str, label_nc: int) -> np.ndarray:
             if name in COCO_FIXED_COLORS:
                 cmap[i] = COCO_FIXED_COLORS[name]
     return cmap
-
-
-def _as_palette(colors) -> np.ndarray:
-    colors = np.asarray(colors)
-    if colors.ndim != 2 or colors.shape[1] != 3 or not 1 <= len(colors) <= 256:
-        raise ValueError(f"palette must be [num_classes, 3] RGB with 1..256 colours, got shape {colors.shape}")
-    if colors.min() < 0 or colors.max() > 255:
-        raise ValueError("palette colours must be in 0..255")
-    return colors.astype(np.uint8)
-
-
-def colorize(label_map, palette, unknown_color=(0, 0, 0)) -> np.ndarray:
-    """Label map [...] of class indices -> uint8 RGB [..., 3]; indices past the palette (the unknown
-    index, 255) get `unknown_color`."""
-    labels = np.asarray(label_map)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"label map must hold integer class indices, got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"label map has negative values, e.g. {int(labels.min())}")
-    colors = _as_palette(palette)
-    table = np.concatenate([colors, np.asarray(unknown_color, np.uint8).reshape(1, 3)])
-    return table[np.minimum(labels.astype(np.int64), len(colors))]
-
-
-def _pack(rgb: np.ndarray) -> np.ndarray:
-    rgb = rgb.astype(np.int32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-
-
-def decolorize(rgb, palette, unknown_label=None) -> np.ndarray:
-    """uint8 RGB [..., 3] colour-coded labels -> uint8 class indices [...], by exact colour match.
-
-    A colour the palette repeats maps to its lowest index. Pixels of a colour not in the palette
-    raise ValueError (naming the commonest such colours), unless `unknown_label` is given: then
-    they get that label.
-    """
-    rgb = np.asarray(rgb)
-    if rgb.dtype != np.uint8 or rgb.ndim < 1 or rgb.shape[-1] != 3:
-        raise ValueError(f"colour label image must be uint8 RGB [..., 3], got {rgb.dtype} {rgb.shape}")
-    if unknown_label is not None and not (isinstance(unknown_label, (int, np.integer)) and 0 <= unknown_label <= 255):
-        raise ValueError(f"unknown_label must be None or an integer in 0..255, got {unknown_label!r}")
-    keys = _pack(_as_palette(palette))
-    known, first = np.unique(keys, return_index=True)  # first: the lowest index of each colour
-    pixels = _pack(rgb)
-    position = np.minimum(np.searchsorted(known, pixels), len(known) - 1)
-    found = known[position] == pixels
-    labels = first[position]
-    if not found.all():
-        if unknown_label is None:
-            colors, counts = np.unique(pixels[~found], return_counts=True)
-            top = np.argsort(-counts, kind="stable")[:5]
-            listed = ", ".join(
-                f"({c >> 16}, {(c >> 8) & 255}, {c & 255}): {n} px" for c, n in zip(colors[top], counts[top])
-            )
-            raise ValueError(
-                f"{int(counts.sum())} pixels in {len(colors)} colours are not in the palette of "
-                f"{len(keys)} classes: {listed}; pass unknown_label to map them to one label"
-            )
-        labels = np.where(found, labels, unknown_label)
-    return labels.astype(np.uint8)
-
-
-def labels_json(cfg) -> dict:
-    """The `labels.json` of an export (EXPORT_CONTRACT.md), without "signatures" (the exporter adds them)."""
-    from spade_tf.models.generator import num_upsamplings  # the models package is heavy; the data package needs it only here
-
-    data, model = cfg.data, cfg.model
-    return {
-        "model_name": cfg.export.model_name,
-        "class_names": class_names(data.dataset_mode, data.label_nc, data.class_names or None),
-        "palette": palette(data.dataset_mode, data.label_nc).tolist(),
-        "label_nc": data.label_nc,
-        "contain_dontcare_label": data.contain_dontcare_label,
-        "unknown_label": UNKNOWN_LABEL if data.contain_dontcare_label else None,
-        "use_instance": not data.no_instance,
-        "use_vae": model.use_vae,
-        "z_dim": model.z_dim,
-        "image_size": list(cfg.image_size),
-        "size_multiple": 2 ** (  # the generator's size_multiple, which the exported model checks
-            model.resnet_n_downsample if model.netG == "pix2pixhd" else num_upsamplings(model.num_upsampling_layers)
-        ),
-        "aspect_ratio": data.aspect_ratio,
-    }

@@ -18,7 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from spade_tf.data import datasets
-from spade_tf.semantics import UNKNOWN_LABEL
+from spade_tf_client.contract import UNKNOWN_LABEL, allowed_labels
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +77,12 @@ def decode_files(paths: dict) -> dict:
 def check_labels(label, path, label_nc: int, contain_dontcare_label: bool):
     """`label` unchanged, or an InvalidArgumentError naming `path` and the values outside the label set."""
     nc = label_nc + int(contain_dontcare_label)
-    bad = (label < 0) | (label >= nc)
-    expected = f"0..{nc - 1}"
+    bad = (label < 0) | (label >= nc)  # the export contract's label-value rule, in TensorFlow
     if contain_dontcare_label:
         bad &= label != UNKNOWN_LABEL
-        expected += f" or {UNKNOWN_LABEL} (unknown)"
-    else:
-        expected += f" ({UNKNOWN_LABEL} is allowed only with data.contain_dontcare_label)"
+    expected = allowed_labels(label_nc, contain_dontcare_label)
+    if not contain_dontcare_label:
+        expected += "; it is allowed only with data.contain_dontcare_label"
 
     def fail():
         values = tf.sort(tf.unique(tf.boolean_mask(label, bad))[0])[:10]

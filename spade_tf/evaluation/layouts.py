@@ -10,14 +10,13 @@ import pathlib
 import typing
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from spade_tf_client import contract
 
 from spade_tf.config import replace
 from spade_tf.data import build_dataset, list_files
-from spade_tf.data.classes import decolorize
 from spade_tf.data.classes import palette as dataset_palette
-from spade_tf.data.datasets import ID_MODES, natural_key, split_folder
-from spade_tf.semantics import UNKNOWN_LABEL, class_indices
+from spade_tf.data.datasets import natural_key, split_folder
 from spade_tf.training.visuals import to_uint8
 
 
@@ -39,22 +38,15 @@ def palette(cfg) -> np.ndarray:
 def read_label_png(path, cfg) -> np.ndarray:
     """A label PNG -> uint8 class ids [H, W] at the model's trained size; ValueError naming the file."""
     d = cfg.data
-    try:
-        with Image.open(path) as im:
-            mode, pixels = im.mode, np.asarray(im.convert("RGB") if im.mode == "RGBA" else im)
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ValueError(f"label file {path} is not a readable image: {e}") from None
-    try:
-        if mode in ("RGB", "RGBA"):
-            label = decolorize(pixels, palette(cfg), UNKNOWN_LABEL if d.contain_dontcare_label else None)
-        elif mode in ID_MODES:
-            label = pixels
-        else:
-            raise ValueError(f"it is a {mode}-mode image; expected class ids (8/16-bit grey or palette) or RGB colours")
-        class_indices(label, d.label_nc, d.contain_dontcare_label)  # raises for values outside the label set
-    except ValueError as e:
-        raise ValueError(f"label file {path}: {e}") from None
-    label = label.astype(np.uint8)
+    try:  # the export contract's reader and label-value rule
+        label = contract.read_label_png(path, palette(cfg), what=f"label file {path}",
+                                        unknown_label=contract.UNKNOWN_LABEL if d.contain_dontcare_label else None)
+        bad = contract.invalid_labels(label, d.label_nc, d.contain_dontcare_label)
+        if bad.any():
+            raise ValueError(f"label file {path}: label map has values {np.unique(label[bad])[:10].tolist()} outside "
+                             f"the label set; expected {contract.allowed_labels(d.label_nc, d.contain_dontcare_label)}")
+    except contract.ContractError as e:
+        raise ValueError(str(e)) from None
     height, width = cfg.image_size
     if label.shape != (height, width):
         label = np.asarray(Image.fromarray(label).resize((width, height), Image.NEAREST))

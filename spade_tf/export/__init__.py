@@ -5,19 +5,18 @@ Each version folder holds the SavedModel (signatures in `spade_tf.export.module`
 `config.yaml` and `tf_serving_warmup_requests`.
 """
 
-import json
 import pathlib
 
 import numpy as np
 import tensorflow as tf
 
-from spade_tf.data.classes import labels_json
+from spade_tf_client.contract import ASSETS_EXTRA, LABELS_FILE, WARMUP_FILE
+
 from spade_tf.export import writer
+from spade_tf.export.labels import labels_json
 from spade_tf.export.fold import fold_spectral_norm, inference_networks
 from spade_tf.export.module import ExportModule
 from spade_tf.training.checkpoints import restore_networks
-
-ASSETS_EXTRA = "assets.extra"
 
 
 def export_model(cfg, generator, encoder=None, export_dir=None, version=None) -> pathlib.Path:
@@ -31,7 +30,7 @@ def export_model(cfg, generator, encoder=None, export_dir=None, version=None) ->
     version = writer.resolve_version(export_dir, version or cfg.export.version)  # fail before the slow part
     module = ExportModule(cfg, *inference_networks(cfg, generator, encoder))
     signatures = module.signatures()
-    labels = {**labels_json(cfg), "signatures": sorted(signatures)}
+    labels = labels_json(cfg, signatures)
     rng = np.random.default_rng(0)
     warmup = [
         writer.warmup_record(cfg.export.model_name, name, module.example_inputs(name, rng))
@@ -43,8 +42,8 @@ def export_model(cfg, generator, encoder=None, export_dir=None, version=None) ->
         extra = folder / ASSETS_EXTRA
         extra.mkdir(parents=True)
         if warmup:
-            writer.write_warmup_requests(extra / writer.WARMUP_FILE, warmup)
-        (extra / "labels.json").write_text(json.dumps(labels, indent=1) + "\n")
+            writer.write_warmup_requests(extra / WARMUP_FILE, warmup)
+        labels.write(extra / LABELS_FILE)
         cfg.to_yaml(extra / "config.yaml")
         tf.saved_model.save(module, str(folder), signatures=signatures)
 

@@ -25,6 +25,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from spade_tf.export.labels import labels_json
 from spade_tf.models.encoder import reparameterize
 from spade_tf.semantics import semantic_input
 
@@ -67,16 +68,19 @@ class ExportModule(tf.Module):
         self.contain_dontcare_label = cfg.data.contain_dontcare_label
         self.use_instance = not cfg.data.no_instance
         self.z_dim = cfg.model.z_dim
-        self.image_size = tuple(cfg.image_size)
-        self.aspect_ratio = cfg.data.aspect_ratio
-        self.size_multiple = generator.size_multiple
+        self.rules = labels_json(cfg)  # the export contract's size rule, checked in the graph below
+        if self.rules.size_multiple != generator.size_multiple:
+            raise ValueError(f"the generator takes multiples of {generator.size_multiple}, the config says "
+                             f"{self.rules.size_multiple}: build the generator from this config")
+        self.image_size = self.rules.image_size
 
     # --- pre-processing, generation, post-processing ------------------------------------
     def check_layout_size(self, label_map):
-        """In-graph checks that the generator can produce an image of `label_map`'s H x W."""
+        """In-graph checks of the export contract's size rule (`LabelsJson.check_size`) on `label_map`'s H x W."""
         shape = tf.shape(label_map)
         height, width = shape[1], shape[2]
         h, w = self.image_size
+        f, smallest, aspect_ratio = self.rules.size_multiple, self.rules.min_size, self.rules.aspect_ratio
         got = "; got height, width:"
         if self.use_vae:
             return [
@@ -86,19 +90,19 @@ class ExportModule(tf.Module):
                      f"label_map must be [batch, {h}, {w}]{got}", height, width],
                 )
             ]
-        f = self.size_multiple
-        aspect_ok = tf.round(tf.cast(width // f, tf.float64) / self.aspect_ratio) == tf.cast(height // f, tf.float64)
+        aspect_ok = tf.round(tf.cast(width // f, tf.float64) / aspect_ratio) == tf.cast(height // f, tf.float64)
         return [
             tf.debugging.Assert(
                 (height % f == 0) & (width % f == 0),
                 [f"label_map height and width must be multiples of {f}, e.g. {h}x{w}{got}", height, width],
             ),
             tf.debugging.Assert(
-                (height >= f) & (width >= f), [f"label_map must be at least {f}x{f}, e.g. {h}x{w}{got}", height, width]
+                (height >= smallest) & (width >= smallest),
+                [f"label_map must be at least {smallest}x{smallest}, e.g. {h}x{w}{got}", height, width],
             ),
             tf.debugging.Assert(
                 aspect_ok,
-                [f"label_map height x width must have the aspect ratio {self.aspect_ratio} (width / height) "
+                [f"label_map height x width must have the aspect ratio {aspect_ratio} (width / height) "
                  f"the generator was built for, e.g. {h}x{w}{got}", height, width],
             ),
         ]

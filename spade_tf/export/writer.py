@@ -13,16 +13,7 @@ import shutil
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-WARMUP_FILE = "tf_serving_warmup_requests"  # in <version>/assets.extra/
-MAX_WARMUP_RECORDS = 1000  # TF Serving refuses to load a model with more
-
-
-def versions(export_dir) -> list:
-    """The integer version folders in `export_dir`, sorted."""
-    export_dir = pathlib.Path(export_dir)
-    if not export_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in export_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit())
+from spade_tf_client.contract import MAX_WARMUP_RECORDS, version_folders as versions
 
 
 def resolve_version(export_dir, version=None) -> int:

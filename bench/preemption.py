@@ -58,7 +58,7 @@ def logged_steps(run: pathlib.Path) -> set:
             for value in event.summary.value if value.tag == "loss/GAN"}
 
 
-def preempt_and_resume(workdir, runs=3, grace=120.0, max_delay=4.0, seed=None, overrides=(), log=print) -> list:
+def preempt_and_resume(workdir, runs=3, grace=300.0, max_delay=4.0, seed=None, overrides=(), log=print) -> list:
     """SIGTERM `runs` times at random moments of a chain of resumed runs; returns one record per signal.
 
     Raises AssertionError naming the run when a process does not exit with the code within the grace,
@@ -125,7 +125,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--grace", type=float, default=120.0)
+    parser.add_argument("--grace", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", default=None, help="default: a temporary folder")
     options = parser.parse_args()

@@ -8,10 +8,11 @@ and raises `Preempted`; `train.py` exits with `EXIT_CODE` (42, the code TensorFl
 after SIGINT (an interrupted command). The rerun resumes from that checkpoint: same step, data
 position and learning rate. A second SIGINT interrupts at once (KeyboardInterrupt).
 
-`train.preemption_grace_seconds` bounds the whole stop: when the step in flight and the save have
-not finished by then, the process exits with the same code without saving (the previous
-checkpoint stays intact: checkpoints are written to temporary files and renamed), before the
-kubelet's SIGKILL could leave the exit code undefined.
+`train.preemption_grace_seconds` bounds the whole stop, from the signal to the end of the process:
+when the step in flight and the save have not finished by then, the process exits with the same
+code without saving (the previous checkpoint stays intact: checkpoints are written to temporary
+files and renamed), and a slow teardown after the save is cut short the same way, before the
+kubelet's SIGKILL.
 
 Several workers (MultiWorkerMirroredStrategy): a signal reaches one pod, but checkpointing is
 collective and every worker must stop at the same step. After every step the workers all-reduce
@@ -46,8 +47,9 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Preempted(Exception):
     """The run stopped on a signal after saving step `step` (None: nothing new to save)."""
 
-    def __init__(self, signum, step, checkpoint):
+    def __init__(self, signum, step, checkpoint, deadline=None):
         self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        self.deadline = deadline  # the grace's timer, still running: it also bounds the process's teardown
         self.exit_code = EXIT_CODE if signum == signal.SIGTERM else INTERRUPT_EXIT_CODE
         name = signal.Signals(signum).name
         where = f"saved step {step} in {checkpoint}" if checkpoint else f"step {step} was already saved"
@@ -61,10 +63,9 @@ class PreemptionWatch:
     Installed only from the main thread (Python's rule for signal handlers); elsewhere it watches nothing.
     """
 
-    def __init__(self, strategy, grace_seconds: float, exit_code_at_deadline=EXIT_CODE):
+    def __init__(self, strategy, grace_seconds: float):
         self.strategy = strategy
         self.grace_seconds = float(grace_seconds)
-        self.exit_code_at_deadline = exit_code_at_deadline
         self.signum = None
         self.received_at = None
         self._previous = {}
@@ -81,12 +82,12 @@ class PreemptionWatch:
             log.debug("not the main thread: SIGTERM/SIGINT keep their handlers")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, error, traceback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
-        if self._deadline is not None:
-            self._deadline.cancel()
+        if self._deadline is not None and not isinstance(error, Preempted):
+            self._deadline.cancel()  # a Preempted stop keeps it: the process must also end within the grace
         return False
 
     def _handle(self, signum, frame):
@@ -102,11 +103,12 @@ class PreemptionWatch:
         self._deadline.start()
 
     def _out_of_time(self):
-        log.error("the step in flight and its checkpoint did not finish within train.preemption_grace_seconds=%g: "
-                  "exiting with %d without saving it (the previous checkpoint is intact); raise the grace, and "
-                  "Kubernetes' terminationGracePeriodSeconds with it", self.grace_seconds, self.exit_code_at_deadline)
+        code = EXIT_CODE if self.signum == signal.SIGTERM else INTERRUPT_EXIT_CODE
+        log.error("train.preemption_grace_seconds=%g ran out before the process ended: exiting with %d now (a "
+                  "checkpoint being written is left unfinished; the previous one is intact). Raise the grace, and "
+                  "Kubernetes' terminationGracePeriodSeconds with it", self.grace_seconds, code)
         logging.shutdown()
-        os._exit(self.exit_code_at_deadline)
+        os._exit(code)
 
     # --- agreement -------------------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -134,7 +136,7 @@ class PreemptionWatch:
         path = save() if save is not None else None
         log.warning("stopped by %s after step %d in %.1f s%s", signal.Signals(self.signum).name, step,
                     time.monotonic() - self.received_at, f"; saved {path}" if path else "")
-        raise Preempted(self.signum, step, path)
+        raise Preempted(self.signum, step, path, self._deadline)
 
 
 def _worker_count(strategy) -> int:

@@ -16,6 +16,7 @@ Targets (issue 5): fp32 >= 0.75 of the fp32 matmul rate; mixed bf16 >= 1.6x our 
 peak memory <= the reference's at ADE20K batch 2 (5,283 MiB).
 
     python -m bench.bench_train [--quick]
+    python -m bench.bench_train --phases     # where the ADE20K fp32 batch-2 peak goes (memory_phases)
 """
 
 import argparse
@@ -201,7 +202,17 @@ def run(quick: bool = False, overrides=()) -> list:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ADE20K fp32 batch 1 only")
-    for row in run(parser.parse_args().quick):
+    parser.add_argument("--phases", action="store_true", help="peak memory by phase, ADE20K fp32 batch 2")
+    options = parser.parse_args()
+    if options.phases:
+        import json
+
+        from bench.machine import run_in_child
+
+        phases, peak = run_in_child(memory_phases)
+        print(json.dumps({**phases, "child_process_peak_mib": peak}, indent=1))
+        raise SystemExit(0)
+    for row in run(options.quick):
         extra = f"  {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""
         if "matmul_gflops_alongside" in row and "gflops" in row:
             extra += f" = {row['gflops'] / row['matmul_gflops_alongside']:.2f} of the matmul rate alongside"

@@ -102,6 +102,9 @@ def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "flo
     memory (VmHWM reset through /proc/self/clear_refs before each phase) of: the VGG loss alone (forward
     and backward for a fake batch), the G step alone (G + D + VGG forward and backward, Adam update), the
     D step alone (regenerated fake, D forward and backward, update), and the whole step as the trainer runs it.
+    Each phase runs once before it is measured (tracing), and memory TensorFlow frees stays resident in
+    the allocator's heap: so these peaks are what a phase adds on top of everything before it, and the
+    resident memory before the last step holds the high-water of the step's activations.
     """
     import tensorflow as tf
 

@@ -16,6 +16,7 @@ Targets (issue 5): fp32 >= 0.75 of the fp32 matmul rate; mixed bf16 >= 1.6x our 
 peak memory <= the reference's at ADE20K batch 2 (5,283 MiB).
 
     python -m bench.bench_train [--quick]
+    python -m bench.bench_train --phases     # where the ADE20K fp32 batch-2 peak goes (memory_phases)
 """
 
 import argparse
@@ -84,6 +85,85 @@ def time_step(setting: str, batch: int, precision: str, overrides=()) -> dict:
     }
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def _mib(variables) -> float:
+    return sum(v.numpy().nbytes for v in variables) / 2**20
+
+
+def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "float32", overrides=()) -> dict:
+    """Where the training step's peak resident memory goes, phase by phase, in this (fresh) process.
+
+    State (exact sizes of the variables): G, D and VGG weights, Adam's two slots per weight, the EMA copy
+    (when train.ema_decay > 0). Resident memory after building them, then the peak above that resident
+    memory (VmHWM reset through /proc/self/clear_refs before each phase) of: the VGG loss alone (forward
+    and backward for a fake batch), the G step alone (G + D + VGG forward and backward, Adam update), the
+    D step alone (regenerated fake, D forward and backward, update), and the whole step as the trainer runs it.
+    Each phase runs once before it is measured (tracing), and memory TensorFlow frees stays resident in
+    the allocator's heap: so these peaks are what a phase adds on top of everything before it, and the
+    resident memory before the last step holds the high-water of the step's activations.
+    """
+    import tensorflow as tf
+
+    from bench.machine import peak_rss_mib, reset_peak_rss
+    from spade_tf.training.trainer import Trainer
+
+    phases = {"TensorFlow imported": _rss_mib()}
+    cfg = setting_config(setting, batch, precision, overrides)
+    trainer = Trainer(cfg, steps_per_epoch=1)
+    phases["networks and optimizers built (resident)"] = _rss_mib()
+    state = {
+        "G weights": _mib(trainer.generator.weights), "D weights": _mib(trainer.discriminator.weights),
+        "VGG weights": _mib(trainer.vgg_loss.vgg.weights) if trainer.vgg_loss else 0.0,
+        "Adam slots (G and D)": _mib(trainer.g_optimizer.variables + trainer.d_optimizer.variables),
+        "EMA copy of G": _mib(trainer.ema_generator.weights) if trainer.ema_generator is not None else 0.0,
+    }
+    h, w = cfg.image_size
+    label = tf.random.stateless_uniform([batch, h, w], [1, 2], 0, cfg.data.label_nc, tf.int32)
+    sample = {"label": label, "image": tf.random.stateless_uniform([batch, h, w, 3], [3, 4], -1.0, 1.0)}
+    if not cfg.data.no_instance:
+        sample["instance"] = label * 1000
+    semantics, real = trainer.semantics(sample), sample["image"]
+
+    def vgg_only(fake, real):
+        with tf.GradientTape() as tape:
+            tape.watch(fake)
+            loss = tf.reduce_sum(trainer.vgg_loss(fake, real))
+        return tape.gradient(loss, fake)
+
+    def g_only(semantics, real):
+        return trainer._update(trainer.g_optimizer, trainer._g_variables(), trainer.generator_losses, semantics, real)
+
+    def d_only(semantics, real):
+        return trainer._update(trainer.d_optimizer, trainer.discriminator.trainable_variables,
+                               trainer.discriminator_losses, semantics, real)
+
+    peaks = {}
+    functions = {"VGG loss alone, forward and backward": vgg_only, "G step alone": g_only, "D step alone": d_only}
+    if trainer.vgg_loss is None:
+        del functions["VGG loss alone, forward and backward"]
+    for name, fn in functions.items():
+        fn = tf.function(fn, autograph=False)
+        args = (tf.random.uniform([batch, h, w, 3], -1, 1), real) if fn.__wrapped__ is vgg_only else (semantics, real)
+        tf.nest.map_structure(lambda t: t.numpy(), fn(*args))  # traced, run once: its constants allocated
+        base = _rss_mib()
+        reset_peak_rss()
+        tf.nest.map_structure(lambda t: t.numpy(), fn(*args))
+        peaks[name] = peak_rss_mib() - base
+    iterator = iter(trainer.strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(sample).repeat()))
+    trainer.run_step(iterator)
+    base = _rss_mib()
+    reset_peak_rss()
+    trainer.run_step(iterator)
+    peaks["whole step (trainer.run_step), above the resident memory before it"] = peak_rss_mib() - base
+    phases["resident before the last whole step"] = base
+    return {"state_mib": state, "resident_mib": phases, "peak_above_resident_mib": peaks,
+            "process_peak_mib": peak_rss_mib()}
+
+
 def run(quick: bool = False, overrides=()) -> list:
     """Rows for `python -m bench`. `quick`: ADE20K fp32 batch 1 only. `overrides` (config
     `section.field=value`, for tests) change the networks; then no FLOPs or reference figures apply."""
@@ -125,7 +205,17 @@ def run(quick: bool = False, overrides=()) -> list:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="ADE20K fp32 batch 1 only")
-    for row in run(parser.parse_args().quick):
+    parser.add_argument("--phases", action="store_true", help="peak memory by phase, ADE20K fp32 batch 2")
+    options = parser.parse_args()
+    if options.phases:
+        import json
+
+        from bench.machine import run_in_child
+
+        phases, peak = run_in_child(memory_phases)
+        print(json.dumps({**phases, "child_process_peak_mib": peak}, indent=1))
+        raise SystemExit(0)
+    for row in run(options.quick):
         extra = f"  {row['gflops']:.0f} GFLOP/s" if "gflops" in row else ""
         if "matmul_gflops_alongside" in row and "gflops" in row:
             extra += f" = {row['gflops'] / row['matmul_gflops_alongside']:.2f} of the matmul rate alongside"

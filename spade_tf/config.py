@@ -113,6 +113,9 @@ class TrainConfig(_Section):
     mixed_precision: str = "off"  # off | on (mixed_float16 on GPU, mixed_bfloat16 on CPU)
     ema_decay: float = 0.0  # 0: no moving average of the generator
     save_every_steps: int = 500
+    # on SIGTERM/SIGINT: seconds to finish the step in flight, save it and exit (code 42 after SIGTERM);
+    # Kubernetes' terminationGracePeriodSeconds must be longer (deploy/README.md)
+    preemption_grace_seconds: float = 60.0
     keep_checkpoints: int = 3
     keep_every_n_hours: float = 0.0
     log_every_steps: int = 10
@@ -278,6 +281,7 @@ RANGES = {  # key -> (what the value must be, test); fields not named take any v
     **{f"train.{n}": _at_least(0) for n in ("niter", "niter_decay", "steps_per_epoch", "max_steps", "lr",
                                             "lambda_feat", "lambda_vgg", "lambda_kld", "keep_every_n_hours")},
     **{f"train.{n}": _in_unit_interval() for n in ("beta1", "beta2", "ema_decay")},
+    "train.preemption_grace_seconds": ("> 0", lambda v: v > 0),
     "export.version": _at_least(0),
     "export.warmup_requests": _at_least(0),
     **{f"eval.{n}": _at_least(1) for n in ("batch_size", "kid_subsets")},

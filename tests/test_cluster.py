@@ -3,11 +3,14 @@
 import json
 import os
 import pathlib
+import random
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -186,46 +189,74 @@ def _free_ports(n):
 TWO_WORKERS = [*TINY, "model.ngf=4", "data.crop_size=32", "data.load_size=32", "train.no_vgg_loss=true"]
 
 
-def _run_workers(addresses, train_args, log_dir: pathlib.Path, timeout=420):
-    """Starts one launcher per worker, as the indexed Job's pods would run it; returns their logs."""
-    processes = []
+def _start_workers(addresses, train_args, log_dir: pathlib.Path, tag):
+    """Starts one launcher per worker, as the indexed Job's pods would run it; -> [(process, log path)]."""
+    workers = []
     for index in range(len(addresses)):
         env = _launch_env(**pod_env(index, len(addresses)), SPADE_WORKER_ADDRESSES=",".join(addresses))
-        log = open(log_dir / f"worker{index}.log", "w")
-        processes.append((subprocess.Popen([sys.executable, "-m", "spade_tf.cluster", "train", "--", *train_args],
-                                           env=env, stdout=log, stderr=subprocess.STDOUT, cwd=log_dir), log))
+        path = log_dir / f"{tag}-worker{index}.log"
+        with open(path, "w") as log:
+            workers.append((subprocess.Popen([sys.executable, "-m", "spade_tf.cluster", "train", "--", *train_args],
+                                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=log_dir), path))
+    return workers
+
+
+def _wait_workers(workers, codes, timeout=420):
+    """Waits for every worker; asserts their exit codes are `codes`; returns their logs."""
     try:
-        codes = [p.wait(timeout=timeout) for p, _ in processes]
+        found = [p.wait(timeout=timeout) for p, _ in workers]
     finally:
-        for p, log in processes:
+        for p, _ in workers:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-            log.close()
-    logs = [(log_dir / f"worker{i}.log").read_text() for i in range(len(addresses))]
-    assert codes == [0] * len(addresses), "\n\n".join(log[-3000:] for log in logs)
+    logs = [path.read_text(errors="replace") for _, path in workers]
+    assert found == codes, "\n\n".join(log[-3000:] for log in logs)
     return logs
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_two_workers_on_loopback_train_through_the_launcher_and_resume(tmp_path):
+@pytest.mark.timeout(2400)
+def test_two_workers_on_loopback_stop_together_on_one_sigterm_and_resume(tmp_path):
+    """The launcher starts both workers; SIGTERM to worker 1 at a random moment after the first step: both
+    save one checkpoint together and exit 42; the restarted pair (new addresses, as replaced pods) resumes it."""
+    from spade_tf.training.preemption import EXIT_CODE
+
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     checkpoints = tmp_path / "checkpoints"
-    args = ["--config", "synthetic", "name=mw", f"train.checkpoints_dir={checkpoints}", *TWO_WORKERS]
-    logs = _run_workers(addresses, [*args, "train.max_steps=3"], tmp_path)
+    args = ["--config", "synthetic", "name=mw", f"train.checkpoints_dir={checkpoints}", *TWO_WORKERS,
+            "train.log_every_steps=1", "train.preemption_grace_seconds=300"]
+    workers = _start_workers(addresses, [*args, "train.max_steps=100000"], tmp_path, "first")
+    try:
+        deadline = time.monotonic() + 900  # a loaded machine traces the first step slowly
+        while not all("step 1 done" in path.read_text(errors="replace") for _, path in workers):
+            assert time.monotonic() < deadline and all(p.poll() is None for p, _ in workers), \
+                "\n\n".join(path.read_text(errors="replace")[-3000:] for _, path in workers)
+            time.sleep(0.2)
+        time.sleep(random.uniform(0, 3))
+        signalled = time.monotonic()
+        workers[1][0].send_signal(signal.SIGTERM)
+        logs = _wait_workers(workers, [EXIT_CODE, EXIT_CODE], timeout=400)
+    finally:
+        for p, _ in workers:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert time.monotonic() - signalled < 300
     for index, log in enumerate(logs):
         assert f'"task": {{"type": "worker", "index": {index}}}' in log
         assert "2 replica(s) in sync" in log
-        assert "finished at step 3" in log
+    assert "another worker was signalled" in logs[0] and "SIGTERM received" in logs[1]
     run = checkpoints / "mw"
-    assert sorted(p.name for p in run.glob("ckpt-*.index")) == ["ckpt-3.index"]  # only the chief writes here
-
-    # A killed worker fails the others' collectives, so every pod is replaced (new addresses); the
-    # replacements resume the run from the chief's last checkpoint.
-    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    logs = _run_workers(addresses, [*args, "train.max_steps=4"], tmp_path)
+    saved = [int(p.name[5:-6]) for p in run.glob("ckpt-*.index")]  # only the chief writes here
+    assert len(saved) == 1 and saved[0] >= 1, saved
     for log in logs:
-        assert re.search(r"resuming \S+ckpt-3 at step 3", log), log[-3000:]
-        assert "finished at step 4" in log
-    assert (run / "ckpt-4.index").exists()
+        assert f"stopped by SIGTERM after step {saved[0]}" in log
+
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    logs = _wait_workers(_start_workers(addresses, [*args, f"train.max_steps={saved[0] + 1}"], tmp_path, "second"),
+                         [0, 0], timeout=900)
+    for log in logs:
+        assert re.search(rf"resuming \S+ckpt-{saved[0]} at step {saved[0]} ", log), log[-3000:]
+        assert f"finished at step {saved[0] + 1}" in log
+    assert (run / f"ckpt-{saved[0] + 1}.index").exists()

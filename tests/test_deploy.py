@@ -328,11 +328,29 @@ def test_a_killed_worker_is_replaced_and_bad_arguments_fail_at_once():
     rules = spec["podFailurePolicy"]["rules"]
     fail = next(r for r in rules if r["action"] == "FailJob")
     assert fail["onExitCodes"] == {"containerName": TRAINER["name"], "operator": "In", "values": [2]}
-    assert any(r["action"] == "Ignore" and r["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}] for r in rules)
+    assert any(r["action"] == "Ignore" and r.get("onPodConditions") == [{"type": "DisruptionTarget", "status": "True"}]
+               for r in rules)
     # train.py exits 2 for a bad override (argparse's usage error), before TensorFlow is loaded
     result = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), "--config=synthetic", "no_such_key=1"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "no_such_key" in result.stderr
+
+
+def test_a_preempted_worker_saves_within_the_grace_and_exit_42_restarts_it():
+    from spade_tf.training.preemption import EXIT_CODE
+
+    margin = 20  # seconds between the trainer's own deadline and the kubelet's SIGKILL (process exit, logs)
+    for pod, trainer in ((JOB["spec"]["template"]["spec"], TRAINER),
+                         (TFJOB["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"], container(TFJOB, "tensorflow"))):
+        grace = train_config(trainer["args"]).train.preemption_grace_seconds
+        assert pod["terminationGracePeriodSeconds"] >= grace + margin, (pod["terminationGracePeriodSeconds"], grace)
+    rules = JOB["spec"]["podFailurePolicy"]["rules"]
+    restart = [r for r in rules if r.get("onExitCodes", {}).get("values") == [EXIT_CODE]]
+    assert restart == [{"action": "Ignore", "onExitCodes": {"containerName": TRAINER["name"], "operator": "In",
+                                                            "values": [EXIT_CODE]}}]
+    assert not any(r["action"] == "FailJob" and EXIT_CODE in r.get("onExitCodes", {}).get("values", []) for r in rules)
+    # OnFailure restarts a container that exits 42; ExitCode would treat 1-127 as permanent
+    assert TFJOB["spec"]["tfReplicaSpecs"]["Worker"]["restartPolicy"] == "OnFailure"
 
 
 def test_training_arguments_are_a_valid_config_and_the_export_reads_that_run():

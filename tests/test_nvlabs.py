@@ -83,9 +83,73 @@ def test_import_command_writes_a_run_folder_that_restores(nvlabs_fixture, tmp_pa
     y = g({"semantics": inputs["semantics"].transpose(0, 2, 3, 1), "z": inputs["z"]})
     np.testing.assert_allclose(nchw(y), np.load(nvlabs_fixture / "outputs.npz")["g_out"], atol=TOLERANCE)
     assert e is not None and cfg.model.use_vae
-    # the wrong preset, no opt.txt: a one-line error, exit code 2
+    assert (cfg.name, cfg.train.checkpoints_dir) == ("imported", str(tmp_path))  # the run folder is --out itself
+    # no opt.txt beside the checkpoint (the fixture names it options.txt) and no --opt: an error naming the file
+    capsys.readouterr()
     assert main(["--checkpoint_dir", str(nvlabs_fixture), "--out", str(tmp_path / "x"), "--config", "ade20k"]) == 2
-    assert "does not fit the model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{nvlabs_fixture / 'opt.txt'} not found" in err and "--opt" in err and len(err.splitlines()) == 1
+    assert main(["--checkpoint_dir", str(nvlabs_fixture), "--opt", str(tmp_path / "missing.txt"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert f"--opt {tmp_path / 'missing.txt'}: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def _write_dataset(root, count=2, size=64, label_nc=5):
+    """A custom-layout dataset (labels, images, 16-bit instance maps) that fits the fixture's options."""
+    from PIL import Image
+
+    for i in range(count):
+        y, x = np.mgrid[:size, :size]
+        label = ((x // 16 + y // 16 + i) % label_nc).astype(np.uint8)
+        for folder, array in (("labels", label), ("images", np.stack([label * 50, 255 - label * 40, x * 3 % 256], -1)),
+                              ("instances", (label.astype(np.uint16) * 1000 + x // 32).astype(np.uint16))):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array.astype(np.uint8) if folder == "images" else array).save(root / folder / f"{i}.png")
+    return [f"data.{name}_dir={root / folder}" for name, folder in
+            (("label", "labels"), ("image", "images"), ("instance", "instances"))]
+
+
+def test_an_imported_checkpoint_fine_tunes_through_the_documented_command(nvlabs_fixture, tmp_path, monkeypatch):
+    """Import, then `python train.py --config <run>/config.yaml ...` (its main, in this process) for one step:
+    the step starts from the imported G (same output) and D, and its checkpoint is step 1 after the import's 0."""
+    import importlib.util
+
+    import tensorflow as tf
+
+    from spade_tf.shared import REPO_ROOT
+    from spade_tf.training.trainer import Trainer
+
+    run = tmp_path / "checkpoints" / "ade_finetune"
+    assert main(["--checkpoint_dir", str(nvlabs_fixture), "--opt", str(nvlabs_fixture / "options.txt"),
+                 "--out", str(run)]) == 0
+    monkeypatch.chdir(tmp_path)  # a relative run folder, as the README's command
+    data = _write_dataset(tmp_path / "data")
+    _, d_imported, _ = import_checkpoint(nvlabs_fixture, config_from_opt(nvlabs_fixture / "options.txt"))
+    inputs, outputs = np.load(nvlabs_fixture / "inputs.npz"), np.load(nvlabs_fixture / "outputs.npz")
+    seen = {}
+    run_step = Trainer.run_step
+
+    def first_step_checked(trainer, iterator):
+        if not seen:
+            y = trainer.generator({"semantics": inputs["semantics"].transpose(0, 2, 3, 1), "z": inputs["z"]},
+                                  training=False)
+            seen["g_out"] = nchw(y)
+            seen["d_same"] = all(np.array_equal(np.array(a), np.array(b)) for a, b in
+                                 zip(trainer.discriminator.weights, d_imported.weights, strict=True))
+            seen["step"] = int(trainer.step.numpy())
+        return run_step(trainer, iterator)
+
+    monkeypatch.setattr(Trainer, "run_step", first_step_checked)
+    spec = importlib.util.spec_from_file_location("train_command", REPO_ROOT / "train.py")
+    train_command = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_command)
+    assert train_command.main(["--config", str(run.relative_to(tmp_path) / "config.yaml"), *data,
+                               "train.max_steps=1"]) == 0
+    np.testing.assert_allclose(seen["g_out"], outputs["g_out"], atol=TOLERANCE, rtol=0)
+    assert seen["d_same"] and seen["step"] == 0
+    assert sorted(p.name for p in run.glob("ckpt-*.index")) == ["ckpt-0.index", "ckpt-1.index"]
+    assert tf.train.load_checkpoint(str(run / "ckpt-1")).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
 
 
 REFERENCE_COUNTS = [  # ../shared/reference/spade_reference.md, section 3

@@ -24,6 +24,7 @@ def main(argv=None, prog=None) -> int:
     except ConfigError as error:
         parser.error(str(error))
 
+    from spade_tf.training.preemption import Preempted
     from spade_tf.training.trainer import NonFiniteLossError, Trainer
 
     try:
@@ -31,6 +32,9 @@ def main(argv=None, prog=None) -> int:
     except (NonFiniteLossError, ValueError, FileNotFoundError) as error:
         logging.getLogger("train").error("%s", error)
         return 1
+    except Preempted as stop:  # SIGTERM: 42, so that the Job restarts the pod; SIGINT: 130
+        logging.getLogger("train").warning("%s; exit code %d", stop, stop.exit_code)
+        return stop.exit_code
     except KeyboardInterrupt:
         logging.getLogger("train").warning("interrupted")
         return 130

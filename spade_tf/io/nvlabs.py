@@ -8,9 +8,14 @@ tensors across in our layouts (conv [out, in, kh, kw] -> [kh, kw, in, out], line
 must be used exactly once with the right shape; otherwise the error lists what differs.
 
     python -m spade_tf.io.nvlabs --checkpoint_dir checkpoints/coco_pretrained --out checkpoints/coco
+    python train.py --config checkpoints/coco/config.yaml data.dataroot=datasets/coco_stuff   # fine-tunes it
+
+The run folder `--out` holds config.yaml (the reference's options, named after the folder) and
+ckpt-0 (G, and D and E when their files exist); training resumes it at step 0 with fresh optimizers.
 """
 
 import argparse
+import dataclasses
 import pathlib
 import re
 import sys
@@ -232,21 +237,43 @@ def main(argv=None):
     parser.add_argument("--checkpoint_dir", required=True, help="folder with latest_net_G.pth (and _D, _E, opt.txt)")
     parser.add_argument("--which_epoch", default="latest")
     parser.add_argument("--opt", default=None, help="the reference's opt.txt (default: <checkpoint_dir>/opt.txt)")
-    parser.add_argument("--out", required=True, help="spade-tf checkpoint folder to write")
+    parser.add_argument("--out", required=True,
+                        help="run folder to write; train.py --config <out>/config.yaml fine-tunes it")
     add_config_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args)
-        opt = pathlib.Path(args.opt or pathlib.Path(args.checkpoint_dir) / "opt.txt")
-        if opt.exists():
-            cfg = config_from_opt(opt, cfg)
+        cfg = run_config(config_from_opt(find_opt(args.checkpoint_dir, args.opt), config_from_args(args)), args.out)
         g, d, e = import_checkpoint(args.checkpoint_dir, cfg, args.which_epoch)
     except (CheckpointError, ConfigError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     path = save_imported(args.out, cfg, g, d, e)
-    print(f"wrote {path} (config in {pathlib.Path(args.out) / 'config.yaml'})")
+    print(f"wrote {path} (networks: {', '.join(n for n, m in (('G', g), ('D', d), ('E', e)) if m is not None)}); "
+          f"fine-tune it with: python train.py --config {pathlib.Path(args.out) / 'config.yaml'} "
+          "data.dataroot=<your dataset>")
     return 0
+
+
+def find_opt(checkpoint_dir, opt=None) -> pathlib.Path:
+    """The reference's options: `opt` if given, else `<checkpoint_dir>/opt.txt`; FileNotFoundError naming it."""
+    if opt is not None:
+        if not pathlib.Path(opt).is_file():
+            raise FileNotFoundError(f"--opt {opt}: no such file (expected the reference's opt.txt)")
+        return pathlib.Path(opt)
+    path = pathlib.Path(checkpoint_dir) / "opt.txt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: the reference writes its options there beside the .pth files, and the networks "
+            "cannot be built without them (label_nc, ngf, norm strings, ...). Give the file with --opt FILE")
+    return path
+
+
+def run_config(cfg: Config, out) -> Config:
+    """`cfg` naming the run folder `out` itself (name = its last part, train.checkpoints_dir = its parent),
+    so that train.py with out/config.yaml resumes the imported checkpoint there."""
+    out = pathlib.Path(out)
+    return dataclasses.replace(cfg, name=out.name,
+                               train=dataclasses.replace(cfg.train, checkpoints_dir=str(out.parent)))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ from spade_tf.config import replace
 from spade_tf.data import pipeline
 from spade_tf.models import build_generator
 from spade_tf.models.pix2pix_model import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES, Pix2PixModel
-from spade_tf.training import checkpoints, schedule, strategy as placement, visuals
+from spade_tf.training import checkpoints, preemption, schedule, strategy as placement, visuals
 
 log = logging.getLogger(__name__)
 
@@ -314,14 +314,15 @@ class Trainer:
             if step >= self.max_steps:
                 log.info("the run is already at step %d of %d: nothing to do", step, self.max_steps)
                 return directory
-            self._loop(step, manager, writer, directory)
+            with preemption.PreemptionWatch(self.strategy, t.preemption_grace_seconds) as watch:
+                self._loop(step, manager, writer, directory, watch)
         finally:
             writer.close()
             if not self.is_chief:
                 shutil.rmtree(save_dir, ignore_errors=True)
         return directory
 
-    def _loop(self, step, manager, writer, directory):
+    def _loop(self, step, manager, writer, directory, watch):
         t = self.cfg.train
         iterator = iter(self.distributed_dataset(start_step=step))
         samples = self._sample_batch() if self.is_chief else None
@@ -331,29 +332,26 @@ class Trainer:
         )
         saved_step = step if manager.latest_checkpoint else None
         timer_step, timer, logs = step, None, {}
-        try:
-            while step < self.max_steps:
-                logs = self.run_step(iterator)
-                step += 1
-                self._check_finite(logs, step, manager)
-                if timer is None:  # the first step traces and compiles: time from its end
-                    timer_step, timer = step, time.perf_counter()
-                if step % t.log_every_steps == 0 or step == self.max_steps:
-                    rate = (step - timer_step) / max(time.perf_counter() - timer, 1e-9) if step > timer_step else 0.0
-                    timer_step, timer = step, time.perf_counter()
-                    self._log(writer, step, logs, rate, progbar)
-                if samples is not None and step % t.sample_every_steps == 0:
-                    self._write_samples(writer, step, samples, directory)
-                    timer_step, timer = step, time.perf_counter()
-                if step % t.save_every_steps == 0:
-                    manager.save(checkpoint_number=step)
-                    saved_step = step
-                    timer_step, timer = step, time.perf_counter()
-        except KeyboardInterrupt:
-            if saved_step != step and not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-                log.warning("interrupted: saving step %d", step)
+        while step < self.max_steps:
+            if watch.should_stop():  # SIGTERM/SIGINT (on any worker): save this step and stop
+                watch.stop(step, None if saved_step == step else lambda: manager.save(checkpoint_number=step))
+            logs = self.run_step(iterator)
+            step += 1
+            self._check_finite(logs, step, manager)
+            if timer is None:  # the first step traces and compiles: time from its end
+                timer_step, timer = step, time.perf_counter()
+                log.info("step %d done (the first step of a process traces the graph)", step)
+            if step % t.log_every_steps == 0 or step == self.max_steps:
+                rate = (step - timer_step) / max(time.perf_counter() - timer, 1e-9) if step > timer_step else 0.0
+                timer_step, timer = step, time.perf_counter()
+                self._log(writer, step, logs, rate, progbar)
+            if samples is not None and step % t.sample_every_steps == 0:
+                self._write_samples(writer, step, samples, directory)
+                timer_step, timer = step, time.perf_counter()
+            if step % t.save_every_steps == 0:
                 manager.save(checkpoint_number=step)
-            raise
+                saved_step = step
+                timer_step, timer = step, time.perf_counter()
         if saved_step != step:
             manager.save(checkpoint_number=step)
         log.info("finished at step %d (%s); checkpoint %s", step,

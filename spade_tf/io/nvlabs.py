@@ -272,8 +272,7 @@ def run_config(cfg: Config, out) -> Config:
     """`cfg` naming the run folder `out` itself (name = its last part, train.checkpoints_dir = its parent),
     so that train.py with out/config.yaml resumes the imported checkpoint there."""
     out = pathlib.Path(out)
-    return dataclasses.replace(cfg, name=out.name,
-                               train=dataclasses.replace(cfg.train, checkpoints_dir=str(out.parent)))
+    return replace(cfg, {"name": out.name, "train": {"checkpoints_dir": str(out.parent)}}, "--out")
 
 
 if __name__ == "__main__":

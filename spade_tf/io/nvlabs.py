@@ -15,7 +15,6 @@ ckpt-0 (G, and D and E when their files exist); training resumes it at step 0 wi
 """
 
 import argparse
-import dataclasses
 import pathlib
 import re
 import sys

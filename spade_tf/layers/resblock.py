@@ -18,12 +18,14 @@ class SPADEResBlock(keras.layers.Layer):
     Args:
         filters: fout, the block's output channels.
         norm_G: the reference's norm string, e.g. "spectralspadesyncbatch3x3".
+        spade_impl: how the SPADE layers compute their layout branch, "dense" or "regions".
     """
 
-    def __init__(self, filters, norm_G="spectralspadesyncbatch3x3", **kwargs):
+    def __init__(self, filters, norm_G="spectralspadesyncbatch3x3", spade_impl="dense", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.norm_G = norm_G
+        self.spade_impl = spade_impl
         self.spectral, self.norm_type, self.spade_kernel_size = parse_spade_norm(norm_G)
 
     def _conv(self, filters, kernel_size, name, use_bias=True):
@@ -31,9 +33,9 @@ class SPADEResBlock(keras.layers.Layer):
         return SpectralNorm(conv, name=f"{name}_sn") if self.spectral else conv
 
     def _spade(self, name):
-        return SPADE(self.norm_type, self.spade_kernel_size, name=name)
+        return SPADE(self.norm_type, self.spade_kernel_size, spade_impl=self.spade_impl, name=name)
 
-    def build(self, x_shape, segmap_shape):
+    def build(self, x_shape, segmap_shape, codes_shape=None):
         fin, fout = x_shape[-1], self.filters
         fmiddle = min(fin, fout)
         self.learned_shortcut = fin != fout
@@ -52,17 +54,17 @@ class SPADEResBlock(keras.layers.Layer):
             self.norm_s.build(x_shape, segmap_shape)
             self.conv_s.build(x_shape)
 
-    def call(self, x, segmap, training=None):
+    def call(self, x, segmap, codes=None, training=None):
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s(x, segmap, training=training), training=training)
+            x_s = self.conv_s(self.norm_s(x, segmap, codes, training=training), training=training)
         else:
             x_s = x
-        dx = self.conv_0(ops.leaky_relu(self.norm_0(x, segmap, training=training), 0.2), training=training)
-        dx = self.conv_1(ops.leaky_relu(self.norm_1(dx, segmap, training=training), 0.2), training=training)
+        dx = self.conv_0(ops.leaky_relu(self.norm_0(x, segmap, codes, training=training), 0.2), training=training)
+        dx = self.conv_1(ops.leaky_relu(self.norm_1(dx, segmap, codes, training=training), 0.2), training=training)
         return x_s + dx
 
-    def compute_output_shape(self, x_shape, segmap_shape):
+    def compute_output_shape(self, x_shape, segmap_shape, codes_shape=None):
         return tuple(x_shape[:-1]) + (self.filters,)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "norm_G": self.norm_G}
+        return {**super().get_config(), "filters": self.filters, "norm_G": self.norm_G, "spade_impl": self.spade_impl}

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from spade_tf.layers import NearestDownsample, SPADEResBlock
+from spade_tf.layers import LayoutCodes, NearestDownsample, SPADEResBlock
 
 NUM_UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
 
@@ -57,6 +57,9 @@ class SPADEGenerator(keras.Model):
         use_vae: take z through a linear layer instead of the downsampled layout.
         z_dim: size of z.
         crop_size, aspect_ratio: the reference's size options (width, width / height).
+        spade_impl: "dense", or "regions": every SPADE computes its layout branch once per class
+            region (`spade_tf.layers.spade_regions`), from class codes computed once here. Same
+            weights and outputs (to float rounding); a choice of speed, not of model.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class SPADEGenerator(keras.Model):
         z_dim=256,
         crop_size=256,
         aspect_ratio=1.0,
+        spade_impl="dense",
         **kwargs,
     ):
         n = num_upsamplings(num_upsampling_layers)
@@ -92,17 +96,18 @@ class SPADEGenerator(keras.Model):
         def up(x):
             return keras.layers.UpSampling2D(2, interpolation="nearest")(x)
 
-        block = lambda filters, name: SPADEResBlock(filters, norm_G, name=name)  # noqa: E731
-        x = block(16 * nf, "head_0")(x, segmap)
+        layout = (segmap,) if spade_impl == "dense" else (segmap, LayoutCodes(name="layout_codes")(segmap))
+        block = lambda filters, name: SPADEResBlock(filters, norm_G, spade_impl, name=name)  # noqa: E731
+        x = block(16 * nf, "head_0")(x, *layout)
         x = up(x)
-        x = block(16 * nf, "G_middle_0")(x, segmap)
+        x = block(16 * nf, "G_middle_0")(x, *layout)
         if n >= 6:
             x = up(x)
-        x = block(16 * nf, "G_middle_1")(x, segmap)
+        x = block(16 * nf, "G_middle_1")(x, *layout)
         for i, mult in enumerate((8, 4, 2, 1)):
-            x = block(mult * nf, f"up_{i}")(up(x), segmap)
+            x = block(mult * nf, f"up_{i}")(up(x), *layout)
         if n == 7:
-            x = block(nf // 2, "up_4")(up(x), segmap)
+            x = block(nf // 2, "up_4")(up(x), *layout)
         x = keras.layers.LeakyReLU(0.2)(x)
         x = keras.layers.Conv2D(3, 3, padding="same", name="conv_img")(x)
         image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)
@@ -117,6 +122,7 @@ class SPADEGenerator(keras.Model):
         self.z_dim = z_dim
         self.crop_size = crop_size
         self.aspect_ratio = aspect_ratio
+        self.spade_impl = spade_impl
         self.size_multiple = 2**n
         self.latent_size = (sh, sw)
 
@@ -182,6 +188,7 @@ class SPADEGenerator(keras.Model):
             "z_dim": self.z_dim,
             "crop_size": self.crop_size,
             "aspect_ratio": self.aspect_ratio,
+            "spade_impl": self.spade_impl,
         }
 
     @classmethod

@@ -144,7 +144,7 @@ def load_saved_model(path, overrides=()) -> Model:
     """
     import tensorflow as tf
 
-    from spade_tf.config import load_config
+    from spade_tf.config import IMPLEMENTATION_KEYS, load_config
     from spade_tf.export import ASSETS_EXTRA, writer
 
     path = pathlib.Path(path)
@@ -161,7 +161,8 @@ def load_saved_model(path, overrides=()) -> Model:
     cfg, own = load_config(str(config), overrides), load_config(str(config))
     fixed = [f"{section}.{name}={value!r}" for section in ("model", "export")
              for name, value in dataclasses.asdict(getattr(cfg, section)).items()
-             if value != getattr(getattr(own, section), name)]
+             if value != getattr(getattr(own, section), name) and f"{section}.{name}" not in IMPLEMENTATION_KEYS]
+    cfg.model.spade_impl = own.model.spade_impl  # the export's graph computes as it was written
     if fixed:
         raise ValueError(
             f"{', '.join(fixed)}: an export's networks and precision are fixed when it is written; "

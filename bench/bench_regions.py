@@ -134,8 +134,9 @@ def multiply_adds(cfg, shares, hidden=128, dense_above=None):
 
 # --- rows ----------------------------------------------------------------------------------------
 
-def run(quick=False, overrides=(), settings=None, precisions=None, batches=None, kinds=KINDS) -> list:
-    """Rows for `python -m bench`. `quick`: ADE20K, fp32, batch 1, one timed call."""
+def run(quick=False, overrides=(), settings=None, precisions=None, batches=None, kinds=KINDS, log=None) -> list:
+    """Rows for `python -m bench`. `quick`: ADE20K, fp32, batch 1, one timed call. `log(row)` is
+    called with each timed row as soon as it is measured."""
     settings = settings or (("ade20k",) if quick else tuple(SETTINGS))
     precisions = precisions or (("float32",) if quick else tuple(PRECISIONS))
     batches = batches or ((1,) if quick else (1, 4))
@@ -183,6 +184,8 @@ def run(quick=False, overrides=(), settings=None, precisions=None, batches=None,
                             row["target"] = {"min": round(IDEAL_FRACTION * ideal[kind], 2),
                                              "note": f"{IDEAL_FRACTION} of the ideal ratio"}
                         rows.append(row)
+                        if log:
+                            log(row)
             os.remove(path)
     return rows
 
@@ -195,9 +198,14 @@ if __name__ == "__main__":
     parser.add_argument("--batches", nargs="*", type=int)
     parser.add_argument("--layouts", nargs="*", choices=KINDS, default=KINDS)
     args = parser.parse_args()
-    for row in run(args.quick, settings=args.settings, precisions=args.precisions, batches=args.batches,
-                   kinds=args.layouts):
+
+    def show(row):
         extra = f"  ({row['dense_images_per_s']:.3g} vs {row['regions_images_per_s']:.3g} images/s)" \
             if "dense_images_per_s" in row else ""
         extra += f"  {row['by_resolution']}" if "by_resolution" in row else ""
         print(f"{row['name']:<100} {row['value']:8.3g} {row['unit']}{extra}", flush=True)
+
+    for row in run(args.quick, settings=args.settings, precisions=args.precisions, batches=args.batches,
+                   kinds=args.layouts, log=show):
+        if "dense_images_per_s" not in row:
+            show(row)

@@ -141,13 +141,13 @@ def test_non_one_hot_input_and_other_kernel_sizes_run_dense(forced):
 
 # --- the generator ------------------------------------------------------------------------------
 
-def generator_pair(semantic_nc, seed=0, **kwargs):
+def generator_pair(semantic_nc, seed=0, gain=0.5, **kwargs):
     """(dense, regions) generators with the same random weights, after one training-mode pass on
     noise layouts (batch 4) with batch-norm momentum 0: spectral norm's vectors then match the
     random kernels and batch norm normalises, so the random network does not amplify rounding."""
     make = lambda impl: SPADEGenerator(semantic_nc, spade_impl=impl, **kwargs)  # noqa: E731
     dense, regions = make("dense"), make("regions")
-    randomize(dense, seed, gain=0.5)
+    randomize(dense, seed, gain=gain)
     h, w = dense.image_size
     seg = np.eye(semantic_nc, dtype="float32")[np.random.default_rng(seed).integers(0, semantic_nc, (4, h, w))]
     inputs = {"semantics": seg, "z": np.random.default_rng(seed).normal(size=(4, 256)).astype("float32")}
@@ -174,7 +174,7 @@ def test_generator_equals_dense_at_every_depth(forced, depth, size):
     labels = landscapes(2, size, size, 8)[0]
     labels[1] = voronoi(1, size, size, 8, regions=12, seed=3)[0][0]
     seg = one_hot(labels, 8, instances_of(labels))
-    dense, regions = generator_pair(9, ngf=4, num_upsampling_layers=depth, crop_size=size)
+    dense, regions = generator_pair(9, ngf=4, num_upsampling_layers=depth, crop_size=size, gain=0.3)
     assert dense.count_params() == regions.count_params()
     assert [w.path for w in dense.weights] == [w.path for w in regions.weights]
     assert_generators_agree(dense, regions, seg)
@@ -214,19 +214,21 @@ def test_imported_nvlabs_weights_equal_dense(forced, nvlabs_fixture):
 
 
 def test_training_path_gradients_equal_dense():
-    labels = layout_batch(32, 32, 5)[:3]
+    labels = layout_batch(64, 64, 5)[:3]
     seg = one_hot(labels, 5, instances_of(labels))
-    dense, regions = generator_pair(6, ngf=4, crop_size=32)
-    target = np.random.default_rng(5).uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    dense, regions = generator_pair(6, ngf=4, crop_size=64, gain=0.3)  # latent 2x2: batch norm over 12 values
+    target = np.random.default_rng(5).uniform(-1, 1, (3, 64, 64, 3)).astype("float32")
 
     def gradients(g):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean((g(seg, training=True) - target) ** 2)
         return [np.asarray(tf.convert_to_tensor(x)) for x in tape.gradient(loss, g.trainable_weights)]
 
-    for w, gd, gr in zip(dense.trainable_weights, gradients(dense), gradients(regions)):
-        ratio = np.linalg.norm(gr - gd) / max(np.linalg.norm(gd), 1e-30)
-        assert ratio <= TOLERANCE, f"{w.path}: |g_regions - g_dense| / |g_dense| = {ratio:.2e}"
+    ratios = {w.path: np.linalg.norm(gr - gd) / max(np.linalg.norm(gd), 1e-30)
+              for w, gd, gr in zip(dense.trainable_weights, gradients(dense), gradients(regions))}
+    worst = max(ratios, key=ratios.get)
+    assert ratios[worst] <= TOLERANCE, f"{worst}: |g_regions - g_dense| / |g_dense| = {ratios[worst]:.2e}"
+    assert any("mlp_shared" in path for path in ratios)
 
 
 def test_mixed_bfloat16_is_as_close_to_fp32_as_dense(forced):

@@ -224,11 +224,15 @@ def test_training_path_gradients_equal_dense():
             loss = tf.reduce_mean((g(seg, training=True) - target) ** 2)
         return [np.asarray(tf.convert_to_tensor(x)) for x in tape.gradient(loss, g.trainable_weights)]
 
-    ratios = {w.path: np.linalg.norm(gr - gd) / max(np.linalg.norm(gd), 1e-30)
-              for w, gd, gr in zip(dense.trainable_weights, gradients(dense), gradients(regions))}
-    worst = max(ratios, key=ratios.get)
-    assert ratios[worst] <= TOLERANCE, f"{worst}: |g_regions - g_dense| / |g_dense| = {ratios[worst]:.2e}"
-    assert any("mlp_shared" in path for path in ratios)
+    pairs = {w.path: (gd, gr) for w, gd, gr in zip(dense.trainable_weights, gradients(dense), gradients(regions))}
+    # A bias followed by batch norm (fc's, conv_0's) has a zero gradient in exact arithmetic: what is
+    # computed is rounding noise, so variables whose dense gradient is that small are not compared.
+    scale = np.median([np.linalg.norm(gd) for gd, _ in pairs.values()])
+    ratios = {path: np.linalg.norm(gr - gd) / np.linalg.norm(gd) for path, (gd, gr) in pairs.items()
+              if np.linalg.norm(gd) > 1e-4 * scale}
+    worst = sorted(ratios, key=ratios.get)[-3:]
+    assert ratios[worst[-1]] <= TOLERANCE, {path: f"{ratios[path]:.2e}" for path in worst}
+    assert sum("mlp_shared" in path for path in ratios) == sum("mlp_shared" in path for path in pairs) > 0
 
 
 def test_mixed_bfloat16_is_as_close_to_fp32_as_dense(forced):

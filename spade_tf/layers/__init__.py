@@ -5,13 +5,12 @@ from spade_tf.layers.padding import ReflectionPad2D, SymmetricPad2D
 from spade_tf.layers.resblock import SPADEResBlock
 from spade_tf.layers.resize import NearestDownsample, nearest_resize
 from spade_tf.layers.spade import SPADE, SPADE_IMPLS
-from spade_tf.layers.spade_regions import LayoutCodes, layout_codes
+from spade_tf.layers.spade_regions import layout_codes
 from spade_tf.layers.spectral_norm import SpectralNorm
 
 __all__ = [
     "SPADE",
     "SPADE_IMPLS",
-    "LayoutCodes",
     "layout_codes",
     "SPADEResBlock",
     "SpectralNorm",

@@ -35,7 +35,7 @@ class SPADEResBlock(keras.layers.Layer):
     def _spade(self, name):
         return SPADE(self.norm_type, self.spade_kernel_size, spade_impl=self.spade_impl, name=name)
 
-    def build(self, x_shape, segmap_shape, codes_shape=None):
+    def build(self, x_shape, segmap_shape):
         fin, fout = x_shape[-1], self.filters
         fmiddle = min(fin, fout)
         self.learned_shortcut = fin != fout
@@ -54,16 +54,16 @@ class SPADEResBlock(keras.layers.Layer):
             self.norm_s.build(x_shape, segmap_shape)
             self.conv_s.build(x_shape)
 
-    def call(self, x, segmap, codes=None, training=None):
+    def call(self, x, segmap, training=None):
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s(x, segmap, codes, training=training), training=training)
+            x_s = self.conv_s(self.norm_s(x, segmap, training=training), training=training)
         else:
             x_s = x
-        dx = self.conv_0(ops.leaky_relu(self.norm_0(x, segmap, codes, training=training), 0.2), training=training)
-        dx = self.conv_1(ops.leaky_relu(self.norm_1(dx, segmap, codes, training=training), 0.2), training=training)
+        dx = self.conv_0(ops.leaky_relu(self.norm_0(x, segmap, training=training), 0.2), training=training)
+        dx = self.conv_1(ops.leaky_relu(self.norm_1(dx, segmap, training=training), 0.2), training=training)
         return x_s + dx
 
-    def compute_output_shape(self, x_shape, segmap_shape, codes_shape=None):
+    def compute_output_shape(self, x_shape, segmap_shape):
         return tuple(x_shape[:-1]) + (self.filters,)
 
     def get_config(self):

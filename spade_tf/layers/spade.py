@@ -40,7 +40,7 @@ class SPADE(keras.layers.Layer):
         self.mlp_shared = conv(hidden_channels, "mlp_shared", activation="relu")
         self._conv = conv
 
-    def build(self, x_shape, segmap_shape, codes_shape=None):
+    def build(self, x_shape, segmap_shape):
         channels = x_shape[-1]
         self.mlp_gamma = self._conv(channels, "mlp_gamma")
         self.mlp_beta = self._conv(channels, "mlp_beta")
@@ -50,15 +50,14 @@ class SPADE(keras.layers.Layer):
         self.mlp_gamma.build(hidden_shape)
         self.mlp_beta.build(hidden_shape)
 
-    def call(self, x, segmap, codes=None, training=None):
-        """`codes`: `spade_regions.layout_codes(segmap)` when the caller has them (regions only)."""
+    def call(self, x, segmap, training=None):
         normalized = self.param_free_norm(x, training=training)
         height, width = ops.shape(x)[1], ops.shape(x)[2]
         dense = lambda: self.dense_modulation(segmap, height, width)  # noqa: E731
         if self.spade_impl == "dense" or self.kernel_size != 3:
             gamma, beta = dense()
         else:
-            codes = nearest_resize(spade_regions.layout_codes(segmap) if codes is None else codes, height, width)
+            codes = spade_regions.layout_codes(nearest_resize(segmap, height, width))
             first, second = codes[..., 0], codes[..., 1]
             one_hot = ops.all(first != spade_regions.NOT_ONE_HOT)
             if training:  # static shapes: lookups for mlp_shared, dense gamma and beta
@@ -84,7 +83,7 @@ class SPADE(keras.layers.Layer):
         )
         return ops.cond(share > spade_regions.DENSE_ABOVE, dense, regions)
 
-    def compute_output_shape(self, x_shape, segmap_shape, codes_shape=None):
+    def compute_output_shape(self, x_shape, segmap_shape):
         return x_shape
 
     def get_config(self):

@@ -24,7 +24,6 @@ is for graphs without XLA (the export, `generate`, the servers). The training pa
 (`shared_lookup` followed by the dense gamma/beta convolutions) has static shapes only.
 """
 
-import keras
 from keras import ops
 
 DENSE_ABOVE = 0.6  # boundary share above which a layer runs the dense convolutions
@@ -52,24 +51,6 @@ def layout_codes(segmap):
     binary = ops.all(ops.logical_or(ops.equal(seg, 0.0), ops.equal(seg, 1.0)), axis=-1)
     first = ops.where(ops.logical_and(binary, count <= 2), first, float(NOT_ONE_HOT))
     return ops.cast(ops.round(ops.stack([first, second], axis=-1)), "int32")
-
-
-@keras.saving.register_keras_serializable(package="spade_tf")
-class LayoutCodes(keras.layers.Layer):
-    """`layout_codes` as a layer, computed once per generator call and shared by every SPADE."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-
-    def call(self, segmap):
-        return layout_codes(segmap)
-
-    def compute_output_shape(self, segmap_shape):
-        return tuple(segmap_shape[:-1]) + (2,)
-
-    def compute_output_spec(self, segmap):
-        return keras.KerasTensor(self.compute_output_shape(segmap.shape), dtype="int32")
 
 
 # --- helpers on [batch, h, w] maps ---------------------------------------------------------

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from spade_tf.layers import LayoutCodes, NearestDownsample, SPADEResBlock
+from spade_tf.layers import NearestDownsample, SPADEResBlock
 
 NUM_UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
 
@@ -58,8 +58,8 @@ class SPADEGenerator(keras.Model):
         z_dim: size of z.
         crop_size, aspect_ratio: the reference's size options (width, width / height).
         spade_impl: "dense", or "regions": every SPADE computes its layout branch once per class
-            region (`spade_tf.layers.spade_regions`), from class codes computed once here. Same
-            weights and outputs (to float rounding); a choice of speed, not of model.
+            region (`spade_tf.layers.spade_regions`). Same layers, weights, checkpoint structure and
+            outputs (to float rounding); a choice of speed, not of model.
     """
 
     def __init__(
@@ -96,18 +96,17 @@ class SPADEGenerator(keras.Model):
         def up(x):
             return keras.layers.UpSampling2D(2, interpolation="nearest")(x)
 
-        layout = (segmap,) if spade_impl == "dense" else (segmap, LayoutCodes(name="layout_codes")(segmap))
         block = lambda filters, name: SPADEResBlock(filters, norm_G, spade_impl, name=name)  # noqa: E731
-        x = block(16 * nf, "head_0")(x, *layout)
+        x = block(16 * nf, "head_0")(x, segmap)
         x = up(x)
-        x = block(16 * nf, "G_middle_0")(x, *layout)
+        x = block(16 * nf, "G_middle_0")(x, segmap)
         if n >= 6:
             x = up(x)
-        x = block(16 * nf, "G_middle_1")(x, *layout)
+        x = block(16 * nf, "G_middle_1")(x, segmap)
         for i, mult in enumerate((8, 4, 2, 1)):
-            x = block(mult * nf, f"up_{i}")(up(x), *layout)
+            x = block(mult * nf, f"up_{i}")(up(x), segmap)
         if n == 7:
-            x = block(nf // 2, "up_4")(up(x), *layout)
+            x = block(nf // 2, "up_4")(up(x), segmap)
         x = keras.layers.LeakyReLU(0.2)(x)
         x = keras.layers.Conv2D(3, 3, padding="same", name="conv_img")(x)
         image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)

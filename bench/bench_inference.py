@@ -305,8 +305,6 @@ def run(quick: bool = False, overrides=(), trained_run=None) -> list:
                            "target": {"min": TARGET_FRACTION[precision], "of": "fraction_alongside"}}
                     if exact:
                         row["gflops"] = speed * s.gflop_per_image
-                        row["reference"] = f"configs.{s.reference}.infer.bs{batch}.images_per_s"
-                        row["reference_peak_rss"] = f"configs.{s.reference}.infer.bs{batch}.peak_rss_mib"
                     rows.append(row)
             os.remove(path)
 

@@ -226,7 +226,59 @@ def run(quick: bool = False, overrides=MODEL) -> list:
     if server_peak is not None:
         rows.append({"name": f"serving/server process peak RSS ({tag})", "value": server_peak, "unit": "MiB",
                      "peak_rss_mib": server_peak})
+    if not quick:
+        rows += regions_rows(regions_vs_dense_grpc(pairs=10))
     return rows
+
+
+REGIONS_MODEL = ("model.ngf=64",)  # on the ade20k preset: ADE20K 256x256
+
+
+def regions_vs_dense_grpc(pairs: int, preset="ade20k", overrides=REGIONS_MODEL) -> dict:
+    """gRPC latency at batch 1 of a region-wise and a dense export of the same weights, each
+    served by its own embedded server, calls back to back (order alternating); built-in
+    landscape layout. `ratio`: median of the pairs' dense / region-wise latencies."""
+    from bench.layouts import landscapes
+    from serving.client import SpadeClient
+    from spade_tf.config import load_config
+    from spade_tf.export import export_model
+    from spade_tf.models import build_generator
+
+    cfg = load_config(preset, list(overrides))
+    source = build_generator(cfg)
+    h, w = cfg.image_size
+    labels, instances = landscapes(1, h, w, cfg.data.label_nc)
+    inputs = {"label_map": labels[0]} | ({} if cfg.data.no_instance else {"instance_map": instances[0]})
+    with tempfile.TemporaryDirectory(prefix="spade-bench-regions-serving-") as tmp:
+        bases = {}
+        for impl in ("dense", "regions"):
+            cfg.model.spade_impl = impl
+            bases[impl] = pathlib.Path(tmp) / impl / "spade"
+            export_model(cfg, source, export_dir=bases[impl])
+        with ServerProcess(bases["dense"]) as dense_server, ServerProcess(bases["regions"]) as regions_server:
+            with SpadeClient(dense_server.address, timeout=600) as dense, \
+                    SpadeClient(regions_server.address, timeout=600) as regions:
+                calls = {"dense": lambda: dense.synthesize(**inputs), "regions": lambda: regions.synthesize(**inputs)}
+                difference = int(np.max(np.abs(calls["dense"]().astype(int) - calls["regions"]().astype(int))))
+                times = {"dense": [], "regions": []}
+                for i in range(pairs):
+                    for name in ("dense", "regions") if i % 2 == 0 else ("regions", "dense"):
+                        times[name].append(_timed(calls[name]))
+    return {"ratio": statistics.median(d / r for d, r in zip(times["dense"], times["regions"])),
+            "dense_ms": 1000 * statistics.median(times["dense"]),
+            "regions_ms": 1000 * statistics.median(times["regions"]),
+            "times_s": times, "max_abs_diff_uint8": difference, "tag": f"{preset} {h}x{w}, ngf {cfg.model.ngf}"}
+
+
+def regions_rows(result) -> list:
+    tag = result["tag"]
+    return [
+        {"name": f"serving/gRPC latency, batch 1, region-wise export ({tag})", "value": result["regions_ms"],
+         "unit": "ms"},
+        {"name": f"serving/gRPC latency, batch 1, dense export ({tag})", "value": result["dense_ms"], "unit": "ms"},
+        {"name": f"serving/gRPC latency dense / region-wise, batch 1 ({tag})", "value": result["ratio"], "unit": "x",
+         "times_s": result["times_s"], "max_abs_diff_uint8": result["max_abs_diff_uint8"]},
+    ]
 
 
 if __name__ == "__main__":

@@ -180,8 +180,6 @@ def run(quick: bool = False, overrides=()) -> list:
                "unit": "s/step", "dtype": precision, "peak_rss_mib": peak, **result}
         if exact:
             row["gflops"] = gflop * batch / row["value"]
-            row["reference"] = f"configs.{reference}.train.bs{batch}.median_s"
-            row["reference_peak_rss"] = f"configs.{reference}.train.bs{batch}.peak_rss_mib"
             if precision == "float32":
                 row["target"] = {"min": TARGET_FP32_FRACTION, "of": "fraction_alongside"}
         rows.append(row)
@@ -190,6 +188,8 @@ def run(quick: bool = False, overrides=()) -> list:
         if precision == "bfloat16" and fp32:
             rows.append({"name": f"train/{SETTINGS[setting][0]} bf16 speed-up over fp32, batch {batch}",
                          "value": fp32 / step_s, "unit": "x", "target": {"min": TARGET_BF16_SPEEDUP}})
+    if not quick:
+        rows.append(lookups_vs_dense("ade20k", overrides))
     if exact:
         from bench import reference_figure
 
@@ -200,6 +200,19 @@ def run(quick: bool = False, overrides=()) -> list:
                 rows.append({"name": f"train/{SETTINGS['ade20k'][0]} {short} batch 2 peak memory", "value": peak,
                              "unit": "MiB", "target": {"max": limit, "note": "the reference's peak"}})
     return rows
+
+
+def lookups_vs_dense(setting="ade20k", overrides=(), pairs=1) -> dict:
+    """fp32 batch 1 step with `model.spade_impl=regions` (mlp_shared as lookups in training) over
+    `dense`, each in a fresh process, back to back, order alternating over `pairs`."""
+    times = {"dense": [], "regions": []}
+    for i in range(pairs):
+        for impl in ("dense", "regions") if i % 2 == 0 else ("regions", "dense"):
+            result, _ = run_in_child(time_step, setting, 1, "float32", (*overrides, f"model.spade_impl={impl}"))
+            times[impl].append(result["step_s"])
+    return {"name": f"train/{SETTINGS[setting][0]} fp32 batch 1: step speed-up with mlp_shared as lookups "
+                    "(spade_impl=regions) over dense", "value": statistics.median(
+                        d / r for d, r in zip(times["dense"], times["regions"])), "unit": "x", "times_s": times}
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 `run_benchmarks` measures the machine's matrix-multiply rate before and after the modules (each in a
 fresh process too) and annotates every row: `fraction` of the rate in the row's dtype, the
-reference's recorded figures, whether the row's target is met. `render_markdown` turns the results
+whether the row's target is met. Ratios to the PyTorch reference are not made here: the reference's
+figures were recorded on another day, and this machine's speed drifts by 20 % or more from day to
+day; the README quotes side-by-side measurements instead. `render_markdown` turns the results
 into the table the README shows between `MARKERS`.
 """
 
@@ -15,12 +17,10 @@ import sys
 import time
 import traceback
 
-from bench import REFERENCE_JSON, reference_figure
 from bench.machine import DTYPES, MATMUL_SIZE, load_average, machine_info, matmul_rates, run_in_child
 
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
-REFERENCE_LABEL = "reference (recorded, NVlabs PyTorch, spade_torch_cpu.json)"
 SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
 
 
@@ -91,14 +91,6 @@ def run_benchmarks(names, quick=False, package="bench", matmul_repeats=10, log=N
     return results
 
 
-def _reference(path):
-    try:
-        return reference_figure(path)
-    except KeyError as e:
-        print(f"[bench] warning: {e.args[0]}", file=sys.stderr)
-        return None
-
-
 def target_met(row):
     """True / False when the row's target can be judged, else None (e.g. no fraction)."""
     target = row["target"]
@@ -109,7 +101,7 @@ def target_met(row):
 
 
 def annotate(results) -> None:
-    """Adds fractions of the matmul rate, the reference's figures and target verdicts to every row."""
+    """Adds fractions of the matmul rate and target verdicts to every row."""
     rates = results["matmul_gflops"]
     for entry in results["benchmarks"]:
         for row in entry["rows"]:
@@ -117,9 +109,6 @@ def annotate(results) -> None:
                 row["fraction"] = row["gflops"] / rates[row["dtype"]]
                 if row.get("matmul_gflops_alongside"):
                     row["fraction_alongside"] = row["gflops"] / row["matmul_gflops_alongside"]
-            for key in ("reference", "reference_peak_rss"):
-                if key in row:
-                    row[f"{key}_value"] = _reference(row[key])
             if "target" in row:
                 row["target_met"] = target_met(row)
 
@@ -169,16 +158,6 @@ def _fraction_cell(row) -> str:
     return text
 
 
-def _reference_cell(row) -> str:
-    value = row.get("reference_value")
-    if value is None:
-        return ""
-    text = f"{fmt(value)} {row['unit']}".strip()
-    if row.get("reference_peak_rss_value") is not None:
-        text += f", {fmt(row['reference_peak_rss_value'])} MiB peak"
-    return text
-
-
 def _target_cell(row) -> str:
     target = row.get("target")
     if not target:
@@ -210,19 +189,17 @@ def render_markdown(results) -> str:
         "",
         f"Machine's matrix-multiply rate in the same run (`tf.linalg.matmul` {MATMUL_SIZE}x{MATMUL_SIZE}, "
         f"graph mode, no XLA, median of repeated calls, mean of a measurement before and after the benchmarks): "
-        f"{matmul}. The {REFERENCE_LABEL} column quotes `{REFERENCE_JSON}` (an earlier run of the PyTorch "
-        "reference on a 2-core machine of this kind), not a measurement of this run.",
+        f"{matmul}.",
         "",
-        f"| benchmark | value | unit | fraction of the machine's matmul rate | peak RSS (MiB) | {REFERENCE_LABEL} "
-        "| target |",
-        "|---|---|---|---|---|---|---|",
+        "| benchmark | value | unit | fraction of the machine's matmul rate | peak RSS (MiB) | target |",
+        "|---|---|---|---|---|---|",
     ]
     for entry in results["benchmarks"]:
         if entry.get("error"):
-            lines.append(f"| {entry['module']} | failed: see below | | | | | |")
+            lines.append(f"| {entry['module']} | failed: see below | | | | |")
         for row in entry["rows"]:
             cells = [row["name"], fmt(row["value"]), row["unit"], _fraction_cell(row), fmt(row.get("peak_rss_mib")),
-                     _reference_cell(row), _target_cell(row)]
+                     _target_cell(row)]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines += ["", "| module (each in a fresh process) | wall time (s) | peak RSS of that process, not of its own "
                   "children (MiB) | status |", "|---|---|---|---|"]

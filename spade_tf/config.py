@@ -72,6 +72,7 @@ class ModelConfig(_Section):
     ngf: int = 64
     num_upsampling_layers: str = "normal"  # normal | more | most
     norm_G: str = "spectralspadesyncbatch3x3"
+    spade_impl: str = "regions"  # dense | regions: SPADE's layout branch per pixel or once per class region
     use_vae: bool = False
     z_dim: int = 256
     netD: str = "multiscale"  # multiscale | n_layer
@@ -249,6 +250,7 @@ CHOICES = {
     "data.on_bad_file": ("stop", "skip"),
     "model.netG": ("spade", "pix2pixhd"),
     "model.num_upsampling_layers": ("normal", "more", "most"),
+    "model.spade_impl": ("dense", "regions"),
     "model.netD": ("multiscale", "n_layer"),
     "model.init_type": ("xavier", "xavier_uniform", "normal", "kaiming", "orthogonal", "none"),
     "train.gan_mode": ("hinge", "ls", "original", "w"),
@@ -294,7 +296,10 @@ RANGES = {  # key -> (what the value must be, test); fields not named take any v
 RENAMED = {  # old key -> new key: configs saved by earlier versions (beside checkpoints and exports) still load
     "serve.poll_wait_seconds": "serve.file_system_poll_wait_seconds",
 }
-RETIRED = {"data.shuffle_buffer"}  # keys of earlier versions that no longer do anything: ignored when read
+RETIRED = {"data.shuffle_buffer"}
+# Keys that choose how a network computes, not which network it is (same weights, same outputs to
+# float rounding): a run resumes and an export loads whatever their saved values.
+IMPLEMENTATION_KEYS = frozenset({"model.spade_impl"})  # keys of earlier versions that no longer do anything: ignored when read
 
 
 def _fields(obj) -> typing.Dict[str, dataclasses.Field]:

@@ -14,7 +14,7 @@ import typing
 
 import tensorflow as tf
 
-from spade_tf.config import load_config, parse_overrides, replace
+from spade_tf.config import IMPLEMENTATION_KEYS, load_config, parse_overrides, replace
 from spade_tf.export import ASSETS_EXTRA, writer
 from spade_tf.export.fold import inference_networks
 from spade_tf.export.module import ExportModule
@@ -96,7 +96,8 @@ def load_saved_model(path, overrides=()) -> Model:
     cfg = replace(own, parse_overrides(overrides), "command line")
     fixed = [f"{section}.{name}={value!r}" for section in ("model", "export")
              for name, value in dataclasses.asdict(getattr(cfg, section)).items()
-             if value != getattr(getattr(own, section), name)]
+             if value != getattr(getattr(own, section), name) and f"{section}.{name}" not in IMPLEMENTATION_KEYS]
+    cfg = replace(cfg, {"model": {"spade_impl": own.model.spade_impl}})  # the export's graph computes as it was written
     if fixed:
         raise ValueError(
             f"{', '.join(fixed)}: an export's networks and precision are fixed when it is written; "

@@ -4,12 +4,15 @@ from spade_tf.layers.normalization import ConvNorm, conv_norm, nonspade_norm, pa
 from spade_tf.layers.padding import ReflectionPad2D, SymmetricPad2D
 from spade_tf.layers.resblock import SPADEResBlock
 from spade_tf.layers.resize import NearestDownsample, nearest_resize
-from spade_tf.layers.spade import SPADE
+from spade_tf.layers.spade import SPADE, SPADE_IMPLS
+from spade_tf.layers.spade_regions import layout_codes
 from spade_tf.layers.spectral_norm import SpectralNorm
 
 __all__ = [
     "ConvNorm",
     "SPADE",
+    "SPADE_IMPLS",
+    "layout_codes",
     "SPADEResBlock",
     "SpectralNorm",
     "NearestDownsample",

@@ -18,12 +18,14 @@ class SPADEResBlock(keras.layers.Layer):
     Args:
         filters: fout, the block's output channels.
         norm_G: the reference's norm string, e.g. "spectralspadesyncbatch3x3".
+        spade_impl: how the SPADE layers compute their layout branch, "dense" or "regions".
     """
 
-    def __init__(self, filters, norm_G="spectralspadesyncbatch3x3", **kwargs):
+    def __init__(self, filters, norm_G="spectralspadesyncbatch3x3", spade_impl="dense", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.norm_G = norm_G
+        self.spade_impl = spade_impl
         self.spectral, self.norm_type, self.spade_kernel_size = parse_spade_norm(norm_G)
 
     def _conv(self, filters, kernel_size, name, use_bias=True):
@@ -33,7 +35,8 @@ class SPADEResBlock(keras.layers.Layer):
         return SpectralNorm(conv, name=f"{name}_sn", dtype=self.dtype_policy) if self.spectral else conv
 
     def _spade(self, name):
-        return SPADE(self.norm_type, self.spade_kernel_size, name=name, dtype=self.dtype_policy)
+        return SPADE(self.norm_type, self.spade_kernel_size, spade_impl=self.spade_impl, name=name,
+                     dtype=self.dtype_policy)
 
     def build(self, x_shape, segmap_shape):
         fin, fout = x_shape[-1], self.filters
@@ -67,4 +70,4 @@ class SPADEResBlock(keras.layers.Layer):
         return tuple(x_shape[:-1]) + (self.filters,)
 
     def get_config(self):
-        return {**super().get_config(), "filters": self.filters, "norm_G": self.norm_G}
+        return {**super().get_config(), "filters": self.filters, "norm_G": self.norm_G, "spade_impl": self.spade_impl}

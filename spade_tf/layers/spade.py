@@ -3,8 +3,11 @@
 import keras
 from keras import ops
 
+from spade_tf.layers import spade_regions
 from spade_tf.layers.normalization import param_free_norm
 from spade_tf.layers.resize import nearest_resize
+
+SPADE_IMPLS = ("dense", "regions")
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")
@@ -18,13 +21,18 @@ class SPADE(keras.layers.Layer):
         norm_type: the parameter-free norm, "syncbatch", "batch" or "instance".
         kernel_size: k of the three convolutions.
         hidden_channels: width of the shared conv (128 in the reference, hard-coded there).
+        spade_impl: "dense" (three convolutions) or "regions" (the same function computed once
+            per class region, `spade_regions`; 3x3 kernels only, other sizes run dense).
     """
 
-    def __init__(self, norm_type="syncbatch", kernel_size=3, hidden_channels=128, **kwargs):
+    def __init__(self, norm_type="syncbatch", kernel_size=3, hidden_channels=128, spade_impl="dense", **kwargs):
         super().__init__(**kwargs)
+        if spade_impl not in SPADE_IMPLS:
+            raise ValueError(f"spade_impl '{spade_impl}' is not one of {', '.join(SPADE_IMPLS)}")
         self.norm_type = norm_type
         self.kernel_size = kernel_size
         self.hidden_channels = hidden_channels
+        self.spade_impl = spade_impl
         conv = lambda filters, name, **kw: keras.layers.Conv2D(  # noqa: E731
             filters, kernel_size, padding="same", name=name, dtype=self.dtype_policy, **kw
         )
@@ -44,10 +52,36 @@ class SPADE(keras.layers.Layer):
 
     def call(self, x, segmap, training=None):
         normalized = self.param_free_norm(x, training=training)
-        shape = ops.shape(x)
-        segmap = nearest_resize(segmap, shape[1], shape[2])
-        actv = self.mlp_shared(segmap)
-        return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+        height, width = ops.shape(x)[1], ops.shape(x)[2]
+        dense = lambda: self.dense_modulation(segmap, height, width)  # noqa: E731
+        if self.spade_impl == "dense" or self.kernel_size != 3:
+            gamma, beta = dense()
+        else:
+            codes = spade_regions.layout_codes(nearest_resize(segmap, height, width))
+            first, second = codes[..., 0], codes[..., 1]
+            one_hot = ops.all(first != spade_regions.NOT_ONE_HOT)
+            if training:  # static shapes: lookups for mlp_shared, dense gamma and beta
+                gamma, beta = ops.cond(one_hot, lambda: self.lookup_modulation(first, second), dense)
+            else:
+                gamma, beta = ops.cond(one_hot, lambda: self.region_modulation(first, second, dense), dense)
+        return normalized * (1 + gamma) + beta
+
+    def dense_modulation(self, segmap, height, width):
+        actv = self.mlp_shared(nearest_resize(segmap, height, width))
+        return self.mlp_gamma(actv), self.mlp_beta(actv)
+
+    def lookup_modulation(self, first, second):
+        actv = spade_regions.shared_lookup(self.mlp_shared, first, second, self.compute_dtype)
+        return self.mlp_gamma(actv), self.mlp_beta(actv)
+
+    def region_modulation(self, first, second, dense):
+        """Per class inside regions; the dense convolutions when boundaries dominate (small maps)."""
+        none = self.mlp_shared.kernel.shape[2]
+        flat3, flat5, share = spade_regions.boundary_maps(first, second, none)
+        regions = lambda: spade_regions.region_modulation(  # noqa: E731
+            self.mlp_shared, self.mlp_gamma, self.mlp_beta, first, second, flat3, flat5, self.compute_dtype
+        )
+        return ops.cond(share > spade_regions.DENSE_ABOVE, dense, regions)
 
     def compute_output_shape(self, x_shape, segmap_shape):
         return x_shape
@@ -58,4 +92,5 @@ class SPADE(keras.layers.Layer):
             "norm_type": self.norm_type,
             "kernel_size": self.kernel_size,
             "hidden_channels": self.hidden_channels,
+            "spade_impl": self.spade_impl,
         }

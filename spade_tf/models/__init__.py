@@ -29,7 +29,7 @@ def build_generator(cfg, seed=0, dtype=None):
             )
         g = SPADEGenerator(
             cfg.semantic_nc, m.ngf, m.num_upsampling_layers, m.norm_G, m.use_vae, m.z_dim,
-            cfg.data.crop_size, cfg.data.aspect_ratio, name="generator", dtype=dtype,
+            cfg.data.crop_size, cfg.data.aspect_ratio, spade_impl=m.spade_impl, name="generator", dtype=dtype,
         )
     return init_weights(g, m.init_type, m.init_variance, seed)
 

@@ -58,6 +58,9 @@ class SPADEGenerator(Network):
         use_vae: take z through a linear layer instead of the downsampled layout.
         z_dim: size of z.
         crop_size, aspect_ratio: the reference's size options (width, width / height).
+        spade_impl: "dense", or "regions": every SPADE computes its layout branch once per class
+            region (`spade_tf.layers.spade_regions`). Same layers, weights, checkpoint structure and
+            outputs (to float rounding); a choice of speed, not of model.
         dtype: the layers' dtype policy, e.g. "mixed_bfloat16" (the image is float32 in any case).
     """
 
@@ -71,12 +74,13 @@ class SPADEGenerator(Network):
         z_dim=256,
         crop_size=256,
         aspect_ratio=1.0,
+        spade_impl="dense",
         dtype=None,
         **kwargs,
     ):
         config = dict(
             semantic_nc=semantic_nc, ngf=ngf, num_upsampling_layers=num_upsampling_layers, norm_G=norm_G,
-            use_vae=use_vae, z_dim=z_dim, crop_size=crop_size, aspect_ratio=aspect_ratio,
+            use_vae=use_vae, z_dim=z_dim, crop_size=crop_size, aspect_ratio=aspect_ratio, spade_impl=spade_impl,
         )
         dtype = policy(dtype)
         n = num_upsamplings(num_upsampling_layers)
@@ -100,7 +104,7 @@ class SPADEGenerator(Network):
         def up(x):
             return keras.layers.UpSampling2D(2, interpolation="nearest", dtype=dtype)(x)
 
-        block = lambda filters, name: SPADEResBlock(filters, norm_G, name=name, dtype=dtype)  # noqa: E731
+        block = lambda filters, name: SPADEResBlock(filters, norm_G, spade_impl, name=name, dtype=dtype)  # noqa: E731
         x = block(16 * nf, "head_0")(x, segmap)
         x = up(x)
         x = block(16 * nf, "G_middle_0")(x, segmap)
@@ -125,6 +129,7 @@ class SPADEGenerator(Network):
         self.z_dim = z_dim
         self.crop_size = crop_size
         self.aspect_ratio = aspect_ratio
+        self.spade_impl = spade_impl
         self.size_multiple = 2**n
         self.latent_size = (sh, sw)
 

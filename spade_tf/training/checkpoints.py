@@ -13,7 +13,7 @@ import pathlib
 
 import tensorflow as tf
 
-from spade_tf.config import Config, load_config
+from spade_tf.config import IMPLEMENTATION_KEYS, Config, load_config
 
 CONFIG_FILE = "config.yaml"
 LOGS_DIR = "logs"
@@ -66,7 +66,8 @@ def check_resumable(directory, cfg: Config) -> None:
         return values
 
     old, new = flat(saved), flat(cfg)
-    changed = [f"{k}: {old[k]!r} in the run, {new[k]!r} now" for k in old if old[k] != new[k]]
+    changed = [f"{k}: {old[k]!r} in the run, {new[k]!r} now" for k in old
+               if old[k] != new[k] and k not in IMPLEMENTATION_KEYS]
     if changed:
         raise ValueError(
             f"cannot resume {directory}: its networks were built with other settings ({'; '.join(changed)}). "

@@ -1,0 +1,211 @@
+"""Region-wise SPADE (`model.spade_impl=regions`) against the dense layout branch, same run.
+
+Settings as `bench_inference` (ADE20K 256x256, Cityscapes 256x512 `more`, ngf 64, spectral norm
+folded, a `tf.function` without XLA), fp32 and mixed bf16, batch 1 and 4, on three layouts
+(`bench.layouts`): the built-in landscapes at that size, 30-region Voronoi layouts over the
+dataset's classes (instance ids per cell where the dataset uses instances), and per-pixel noise.
+Each (case, implementation) runs in a fresh process that loads the same folded weights; the two
+processes of a case run back to back, their order alternating from case to case, and the row's
+ratio is dense time / region time of that pair.
+
+Also, per layout: the share of boundary pixels (the 5x5 rule of `spade_tf.layers.spade_regions`)
+at every resolution the generator's SPADE layers see, and our own count of multiply-adds per image
+(convolutions and matmuls, dense: the reference's network; regions: mlp_shared as lookups (no
+multiply-adds), gamma/beta only at boundary pixels plus the per-class table, dense above the
+fallback share), whose ratio is the ideal speed-up.
+
+    python -m bench.bench_regions [--quick] [--settings ade20k] [--precisions float32] [--batches 1]
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+
+import numpy as np
+
+from bench.bench_inference import PRECISIONS, SETTINGS, _timed, fold_to_file, semantics, setting_config
+from bench.layouts import KINDS, layouts
+from bench.machine import run_in_child
+
+REPEATS = {False: 3, True: 1}
+TARGETS = {  # (setting, layout) -> {precision: min ratio}; Cityscapes: 0.8 of the ideal ratio
+    ("ade20k", "landscapes"): {"float32": 2.0, "bfloat16": 1.6},
+    ("ade20k", "voronoi30"): {"float32": 1.7, "bfloat16": 1.4},
+}
+NOISE_TARGET = 0.9
+IDEAL_FRACTION = 0.8
+
+
+def case_layouts(cfg, kind, batch, seed=0):
+    h, w = cfg.image_size
+    labels, instances = layouts(kind, batch, h, w, cfg.data.label_nc, seed=seed)
+    return labels, (None if cfg.data.no_instance else instances)
+
+
+def time_impl(setting, path, impl, precision, batch, kind, repeats, overrides=()) -> dict:
+    """Loads the folded generator, rebuilds it with `impl`, times `repeats` calls (after one)."""
+    import keras
+    import tensorflow as tf
+
+    from spade_tf.export.fold import PRECISION_POLICIES, dtype_policy
+    from spade_tf.models import SPADEGenerator
+
+    cfg = setting_config(setting, overrides, precision)
+    with dtype_policy(PRECISION_POLICIES[precision]):
+        loaded = keras.saving.load_model(path)
+        generator = SPADEGenerator.from_config({**loaded.get_config(), "spade_impl": impl})
+        inputs = semantics(cfg, *case_layouts(cfg, kind, batch))
+        generator(inputs[:1], training=False)
+        generator.set_weights(loaded.get_weights())
+    del loaded
+    infer = tf.function(lambda s: generator(s, training=False), jit_compile=False)
+    first_call_s = _timed(infer, inputs)
+    times = [_timed(infer, inputs) for _ in range(repeats)]
+    return {"time_s": statistics.median(times), "times_s": times, "first_call_s": first_call_s,
+            "image": np.asarray(infer(inputs)[:1, :8, :8]).tolist()}
+
+
+# --- boundary share and multiply-adds -----------------------------------------------------------
+
+def boundary_share(labels, instances, factor):
+    """Share of boundary pixels of [batch, H, W] layouts at 1/factor resolution (top-left pixels):
+    the 5x5 window leaves the image, or holds another class or an instance edge."""
+    from spade_tf.semantics import instance_edges
+
+    lab = np.asarray(labels)[:, ::factor, ::factor].astype(np.int32)
+    edge = np.zeros_like(lab) if instances is None else np.asarray(instance_edges(instances))[:, ::factor, ::factor]
+    b, h, w = lab.shape
+    flat = np.zeros((b, h, w), bool)
+    if h >= 5 and w >= 5:
+        centre = lab[:, 2:-2, 2:-2]
+        same = np.ones_like(centre, bool)
+        for dy in range(5):
+            for dx in range(5):
+                same &= (lab[:, dy:dy + h - 4, dx:dx + w - 4] == centre) & (edge[:, dy:dy + h - 4, dx:dx + w - 4] == 0)
+        flat[:, 2:-2, 2:-2] = same
+    return 1.0 - float(flat.mean())
+
+
+def spade_layers(cfg):
+    """(resolution divisor, x channels) of every SPADE layer of the generator, in order."""
+    from spade_tf.models.generator import num_upsamplings
+
+    n, nf = num_upsamplings(cfg.model.num_upsampling_layers), cfg.model.ngf
+    blocks, f = [], 2**n
+    blocks.append((f, 16 * nf, 16 * nf))
+    f //= 2
+    blocks.append((f, 16 * nf, 16 * nf))
+    if n >= 6:
+        f //= 2
+    blocks.append((f, 16 * nf, 16 * nf))
+    fin = 16 * nf
+    for mult in (8, 4, 2, 1) + ((0.5,) if n == 7 else ()):
+        f //= 2
+        blocks.append((f, fin, int(mult * nf)))
+        fin = int(mult * nf)
+    layers, residual = [], 0.0
+    for f, fin, fout in blocks:
+        mid = min(fin, fout)
+        layers += [(f, fin), (f, mid)] + ([(f, fin)] if fin != fout else [])
+        residual += (9 * fin * mid + 9 * mid * fout + (fin * fout if fin != fout else 0)) / f**2
+    return layers, residual, n
+
+
+def multiply_adds(cfg, shares, hidden=128, dense_above=None):
+    """(dense, regions) multiply-adds per image, G; `shares`: divisor -> boundary share."""
+    from spade_tf.layers.spade_regions import DENSE_ABOVE
+
+    dense_above = DENSE_ABOVE if dense_above is None else dense_above
+    h, w = cfg.image_size
+    c = cfg.semantic_nc
+    layers, residual, n = spade_layers(cfg)
+    dense = regions = residual * h * w + 9 * c * 16 * cfg.model.ngf * h * w / 4**n + 9 * cfg.model.ngf * 3 * h * w
+    if cfg.model.num_upsampling_layers == "most":
+        dense = regions = dense - 9 * cfg.model.ngf * 3 * h * w + 9 * cfg.model.ngf // 2 * 3 * h * w
+    for f, channels in layers:
+        pixels = h * w / f**2
+        shared, modulation = 9 * c * hidden * pixels, 2 * 9 * hidden * channels * pixels
+        dense += shared + modulation
+        share = shares[f]
+        regions += shared + modulation if share > dense_above else share * modulation + (c + 1) * hidden * 2 * channels
+    return dense / 1e9, regions / 1e9
+
+
+# --- rows ----------------------------------------------------------------------------------------
+
+def run(quick=False, overrides=(), settings=None, precisions=None, batches=None, kinds=KINDS, log=None) -> list:
+    """Rows for `python -m bench`. `quick`: ADE20K, fp32, batch 1, one timed call. `log(row)` is
+    called with each timed row as soon as it is measured."""
+    settings = settings or (("ade20k",) if quick else tuple(SETTINGS))
+    precisions = precisions or (("float32",) if quick else tuple(PRECISIONS))
+    batches = batches or ((1,) if quick else (1, 4))
+    rows, order = [], 0
+    with tempfile.TemporaryDirectory(prefix="spade-bench-regions-") as tmp:
+        for key in settings:
+            label = SETTINGS[key].label if not overrides else f"{SETTINGS[key].label} ({' '.join(overrides)})"
+            cfg = setting_config(key, overrides)
+            _, _, n = spade_layers(cfg)
+            ideal = {}
+            for kind in kinds:
+                labels, instances = case_layouts(cfg, kind, 4)
+                shares = {2**k: boundary_share(labels, instances, 2**k) for k in range(n + 1)}
+                h, w = cfg.image_size
+                rows.append({"name": f"regions/boundary share, {label}, {kind}", "value": shares[1], "unit": "",
+                             "by_resolution": {f"{h // f}x{w // f}": round(s, 3) for f, s in shares.items()}})
+                dense, region = multiply_adds(cfg, shares)
+                ideal[kind] = dense / region
+                rows.append({"name": f"regions/ideal speed-up from our multiply-add count, {label}, {kind}",
+                             "value": ideal[kind], "unit": "x", "dense_gmac_per_image": dense,
+                             "regions_gmac_per_image": region})
+            path = os.path.join(tmp, f"{key}.keras")
+            run_in_child(fold_to_file, key, path, tuple(overrides))
+            for precision in precisions:
+                for batch in batches:
+                    for kind in kinds:
+                        impls = ("dense", "regions") if order % 2 == 0 else ("regions", "dense")
+                        order += 1
+                        result = {impl: run_in_child(time_impl, key, path, impl, precision, batch, kind,
+                                                     REPEATS[quick], tuple(overrides))[0] for impl in impls}
+                        ratio = result["dense"]["time_s"] / result["regions"]["time_s"]
+                        difference = float(np.max(np.abs(np.subtract(result["dense"]["image"],
+                                                                     result["regions"]["image"]))))
+                        row = {"name": f"regions/{label} {PRECISIONS[precision]} batch {batch}, {kind}: "
+                                       "region-wise images/s over dense", "value": ratio, "unit": "x",
+                               "dense_images_per_s": batch / result["dense"]["time_s"],
+                               "regions_images_per_s": batch / result["regions"]["time_s"],
+                               "times_s": {k: v["times_s"] for k, v in result.items()}, "order": list(impls),
+                               "max_abs_diff_corner": difference, "ideal": ideal[kind]}
+                        if kind == "noise":
+                            row["target"] = {"min": NOISE_TARGET}
+                        elif (key, kind) in TARGETS and not overrides:
+                            row["target"] = {"min": TARGETS[key, kind][precision]}
+                        elif not overrides:
+                            row["target"] = {"min": round(IDEAL_FRACTION * ideal[kind], 2),
+                                             "note": f"{IDEAL_FRACTION} of the ideal ratio"}
+                        rows.append(row)
+                        if log:
+                            log(row)
+            os.remove(path)
+    return rows
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="ADE20K fp32 batch 1 only")
+    parser.add_argument("--settings", nargs="*", choices=tuple(SETTINGS))
+    parser.add_argument("--precisions", nargs="*", choices=tuple(PRECISIONS))
+    parser.add_argument("--batches", nargs="*", type=int)
+    parser.add_argument("--layouts", nargs="*", choices=KINDS, default=KINDS)
+    args = parser.parse_args()
+
+    def show(row):
+        extra = f"  ({row['dense_images_per_s']:.3g} vs {row['regions_images_per_s']:.3g} images/s)" \
+            if "dense_images_per_s" in row else ""
+        extra += f"  {row['by_resolution']}" if "by_resolution" in row else ""
+        print(f"{row['name']:<100} {row['value']:8.3g} {row['unit']}{extra}", flush=True)
+
+    for row in run(args.quick, settings=args.settings, precisions=args.precisions, batches=args.batches,
+                   kinds=args.layouts, log=show):
+        if "dense_images_per_s" not in row:
+            show(row)

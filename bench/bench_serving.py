@@ -240,7 +240,7 @@ def regions_vs_dense_grpc(pairs: int, preset="ade20k", overrides=REGIONS_MODEL) 
     landscape layout. `ratio`: median of the pairs' dense / region-wise latencies."""
     from bench.layouts import landscapes
     from serving.client import SpadeClient
-    from spade_tf.config import load_config
+    from spade_tf.config import load_config, replace
     from spade_tf.export import export_model
     from spade_tf.models import build_generator
 
@@ -252,9 +252,8 @@ def regions_vs_dense_grpc(pairs: int, preset="ade20k", overrides=REGIONS_MODEL) 
     with tempfile.TemporaryDirectory(prefix="spade-bench-regions-serving-") as tmp:
         bases = {}
         for impl in ("dense", "regions"):
-            cfg.model.spade_impl = impl
             bases[impl] = pathlib.Path(tmp) / impl / "spade"
-            export_model(cfg, source, export_dir=bases[impl])
+            export_model(replace(cfg, {"model": {"spade_impl": impl}}), source, export_dir=bases[impl])
         with ServerProcess(bases["dense"]) as dense_server, ServerProcess(bases["regions"]) as regions_server:
             with SpadeClient(dense_server.address, timeout=600) as dense, \
                     SpadeClient(regions_server.address, timeout=600) as regions:

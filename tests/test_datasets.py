@@ -5,6 +5,7 @@ own colour (so image and label can be checked against each other), and an instan
 label * 1000 + column block (16-bit PNG for Cityscapes, 8-bit for COCO-Stuff).
 """
 
+import dataclasses
 import logging
 import os
 import pathlib
@@ -224,7 +225,7 @@ def test_custom_without_pairing_check_pairs_in_sorted_order(tmp_path):
     with pytest.raises(DataError, match="has no image") as e:
         list_files(cfg, "train")
     assert str(tmp_path / "labels" / "a1.png") in str(e.value)
-    cfg.no_pairing_check = True
+    cfg = dataclasses.replace(cfg, no_pairing_check=True)
     assert [(stem(s.label), stem(s.image)) for s in list_files(cfg, "train")] == [("a1", "b1"), ("a2", "b2")]
 
 
@@ -272,7 +273,7 @@ def test_label_without_image_and_mismatched_counts_name_the_unpaired_files(tmp_p
         list_files(cfg, "train")
     labels, images = tmp_path / "labels", tmp_path / "images"
     assert f"label {labels / 'a2.png'} has no image: expected {images / 'a2'}" in str(e.value)
-    cfg.no_pairing_check = True
+    cfg = dataclasses.replace(cfg, no_pairing_check=True)
     with pytest.raises(DataError) as e:
         list_files(cfg, "train")
     assert str(tmp_path / "labels" / "a3.png") in str(e.value) and "3 label files" in str(e.value)

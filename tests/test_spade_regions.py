@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spade_tf.config import load_config
+from spade_tf.config import load_config, replace
 from spade_tf.layers import SPADE, layout_codes, spade_regions
 from spade_tf.models import SPADEGenerator
 from spade_tf.semantics import semantic_input
@@ -199,10 +199,8 @@ def test_imported_nvlabs_weights_equal_dense(forced, nvlabs_fixture):
     from spade_tf.io.nvlabs import config_from_opt, import_checkpoint
 
     cfg = config_from_opt(nvlabs_fixture / "options.txt")
-    cfg.model.spade_impl = "regions"
-    regions = import_checkpoint(nvlabs_fixture, cfg)[0]
-    cfg.model.spade_impl = "dense"
-    dense = import_checkpoint(nvlabs_fixture, cfg)[0]
+    regions = import_checkpoint(nvlabs_fixture, replace(cfg, {"model": {"spade_impl": "regions"}}))[0]
+    dense = import_checkpoint(nvlabs_fixture, replace(cfg, {"model": {"spade_impl": "dense"}}))[0]
     inputs = np.load(nvlabs_fixture / "inputs.npz")
     z = inputs["z"]
     h, w = cfg.image_size

@@ -203,15 +203,16 @@ def run(quick: bool = False, overrides=()) -> list:
 
 
 def lookups_vs_dense(setting="ade20k", overrides=(), pairs=1) -> dict:
-    """fp32 batch 1 step with `model.spade_impl=regions` (mlp_shared as lookups in training) over
-    `dense`, each in a fresh process, back to back, order alternating over `pairs`."""
+    """fp32 batch 1 step with mlp_shared as lookups in training (`train.spade_lookups=true`, region-wise
+    SPADE) over the dense step, each in a fresh process, back to back, order alternating over `pairs`."""
     times = {"dense": [], "regions": []}
     for i in range(pairs):
         for impl in ("dense", "regions") if i % 2 == 0 else ("regions", "dense"):
-            result, _ = run_in_child(time_step, setting, 1, "float32", (*overrides, f"model.spade_impl={impl}"))
+            lookups = f"train.spade_lookups={'true' if impl == 'regions' else 'false'}"
+            result, _ = run_in_child(time_step, setting, 1, "float32", (*overrides, lookups))
             times[impl].append(result["step_s"])
     return {"name": f"train/{SETTINGS[setting][0]} fp32 batch 1: step speed-up with mlp_shared as lookups "
-                    "(spade_impl=regions) over dense", "value": statistics.median(
+                    "(train.spade_lookups=true) over dense", "value": statistics.median(
                         d / r for d, r in zip(times["dense"], times["regions"])), "unit": "x", "times_s": times}
 
 

@@ -51,15 +51,21 @@ for v in bn_layers:
         failures.append(f"{v.path} did not move")
 
 # Adam's first step moves each weight by about +-lr (the sign of its gradient): the updates must
-# agree except for the few weights whose gradient is at float-rounding level. (At 32x32 the first
-# blocks work on 1x1 maps, where batch norm over 2 values amplifies rounding: hence 64x64.)
+# agree except for weights whose gradient is at float-rounding level. Biases are left out: most of
+# them feed a normalisation (a conv's bias before SPADE's batch norm), so their true gradient is zero
+# and their update is the sign of rounding noise. How many kernel weights sit at rounding level
+# depends on the CPU's kernels: 0.1 % on AMD EPYC (Zen 4), 1.1 % (at most 2.8 % of one variable) on an
+# Intel Xeon with AVX-512 (measured). A step that used one replica's gradient instead of the global
+# batch's flips a large share: the two samples' gradients disagree in sign for many weights. (At 32x32 the first blocks work on 1x1 maps, where batch norm over
+# 2 values amplifies rounding: hence 64x64.)
 for name in ("generator", "discriminator"):
-    pairs = zip(getattr(mirrored, name).trainable_variables, getattr(single, name).trainable_variables)
+    pairs = [(a, b) for a, b in zip(getattr(mirrored, name).trainable_variables,
+                                    getattr(single, name).trainable_variables) if len(a.shape) > 1]
     diffs = np.concatenate([np.abs(np.array(a) - np.array(b)).ravel() for a, b in pairs])
     flipped = np.mean(diffs > 1e-6)
-    print(f"{name}: {flipped:.2%} of {diffs.size} weights updated differently (max diff {diffs.max():.3g})")
-    if flipped > 0.001:
-        failures.append(f"{name}: {flipped:.2%} of the weights were updated differently")
+    print(f"{name}: {flipped:.2%} of {diffs.size} kernel weights updated differently (max diff {diffs.max():.3g})")
+    if flipped > 0.03:
+        failures.append(f"{name}: {flipped:.2%} of the kernel weights were updated differently")
 
 # VAE (z drawn per replica inside the step) and the EMA generator (updated in replica context) also
 # run on two replicas and keep their copies identical.

@@ -69,6 +69,21 @@ def test_d_steps_per_g_skips_generator_updates(tiny_config):
     assert int(trainer.g_optimizer.iterations) == 0 and int(trainer.d_optimizer.iterations) == 1
 
 
+def spade_impls(network):
+    return {layer.spade_impl for layer in network._flatten_layers() if hasattr(layer, "spade_impl")}
+
+
+def test_trains_with_the_dense_layout_branch_unless_lookups_are_asked_for(tiny_config):
+    """model.spade_impl=regions is for inference; the training step uses it only with train.spade_lookups."""
+    dense = Trainer(tiny_config("model.spade_impl=regions", "train.ema_decay=0.5"))
+    assert dense.cfg.model.spade_impl == "regions"  # what the run folder saves, for its exports
+    assert spade_impls(dense.generator) == spade_impls(dense.ema_generator) == {"dense"}
+    lookups = Trainer(tiny_config("model.spade_impl=regions", "train.spade_lookups=true"))
+    assert spade_impls(lookups.generator) == {"regions"}
+    logs = lookups.replica_step(next(iter(pipeline.build_dataset(lookups.cfg))))
+    assert all(np.isfinite(float(v)) for v in logs.values())
+
+
 def test_run_resumes_after_a_normal_stop_and_stops_on_nan_keeping_the_last_good_checkpoint(
         tmp_path, tiny_config, monkeypatch, caplog):
     caplog.set_level(logging.INFO)

@@ -48,16 +48,16 @@ def time_impl(setting, path, impl, precision, batch, kind, repeats, overrides=()
     import keras
     import tensorflow as tf
 
-    from spade_tf.export.fold import PRECISION_POLICIES, dtype_policy
+    from spade_tf.export.fold import PRECISION_POLICIES
     from spade_tf.models import SPADEGenerator
 
     cfg = setting_config(setting, overrides, precision)
-    with dtype_policy(PRECISION_POLICIES[precision]):
-        loaded = keras.saving.load_model(path)
-        generator = SPADEGenerator.from_config({**loaded.get_config(), "spade_impl": impl})
-        inputs = semantics(cfg, *case_layouts(cfg, kind, batch))
-        generator(inputs[:1], training=False)
-        generator.set_weights(loaded.get_weights())
+    loaded = keras.saving.load_model(path)  # rebuilt with `impl` and the precision's dtype policy on every layer
+    generator = SPADEGenerator.from_config(
+        {**loaded.get_config(), "spade_impl": impl, "dtype": PRECISION_POLICIES[precision]})
+    inputs = semantics(cfg, *case_layouts(cfg, kind, batch))
+    generator(inputs[:1], training=False)
+    generator.set_weights(loaded.get_weights())
     del loaded
     infer = tf.function(lambda s: generator(s, training=False), jit_compile=False)
     first_call_s = _timed(infer, inputs)

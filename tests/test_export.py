@@ -516,7 +516,7 @@ def test_region_wise_export_equals_the_dense_export_within_one_level(plain, load
     """The plain export computes SPADE region-wise (model.spade_impl's default); a dense export of
     the same run gives the same uint8 images to within 1, on layouts with regions, edges, don't-care."""
     from spade_tf.export import export_run
-    from spade_tf.generate import load_saved_model
+    from spade_tf.evaluation.sources import load_saved_model
 
     assert plain.cfg.model.spade_impl == "regions"
     dense_path = export_run(plain.run_dir, export_dir=tmp_path / "dense", overrides=["model.spade_impl=dense"])

@@ -17,40 +17,26 @@ def run(*args):
                           timeout=300)
 
 
-def test_generated_code_is_current(tmp_path):
+# protoc runs in a process of its own: grpc_tools' protoc crashed (segmentation fault) inside the test
+# process, where TensorFlow and protobuf's C++ runtime are loaded.
+
+def test_generated_code_is_current():
     pytest.importorskip("grpc_tools")  # pinned in requirements-test.txt
-    sys.path.insert(0, str(GENERATOR.parent))
-    try:
-        import generate_protos
-    finally:
-        sys.path.remove(str(GENERATOR.parent))
-    sources = generate_protos.generate(tmp_path)
-    proto_dir = REPO / "client" / "spade_tf_client" / "protos"
-    assert sorted(sources) == sorted(p.name for p in proto_dir.glob("*_pb2.py"))
-    for name, text in sources.items():
-        assert (proto_dir / name).read_text() == text, (
-            f"{name} is stale: run python client/scripts/generate_protos.py")
     result = run(GENERATOR, "--check")
     assert result.returncode == 0, result.stderr
 
 
-def test_stale_code_is_found(tmp_path, monkeypatch):
+def test_stale_code_is_found(tmp_path):
     pytest.importorskip("grpc_tools")
-    sys.path.insert(0, str(GENERATOR.parent))
-    try:
-        import generate_protos
-    finally:
-        sys.path.remove(str(GENERATOR.parent))
     proto_dir = tmp_path / "spade_tf_client" / "protos"
     proto_dir.mkdir(parents=True)
-    for proto in generate_protos.PROTO_DIR.glob("*"):
+    for proto in (REPO / "client" / "spade_tf_client" / "protos").glob("*"):
         if proto.is_file():
             (proto_dir / proto.name).write_bytes(proto.read_bytes())
     tensor = proto_dir / "tensor.proto"
     tensor.write_text(tensor.read_text().replace("bytes float8_val = 18;", "bytes float8_val = 18;\n  int32 extra = 19;"))
-    monkeypatch.setattr(generate_protos, "CLIENT_DIR", tmp_path)
-    monkeypatch.setattr(generate_protos, "PROTO_DIR", proto_dir)
-    assert generate_protos.main(["--check"]) == 1
+    result = run(GENERATOR, "--check", "--client_dir", tmp_path)
+    assert result.returncode == 1 and "stale generated modules: tensor_pb2.py" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("writer, reader", [("light", "tf"), ("tf", "light")])

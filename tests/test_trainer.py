@@ -20,14 +20,6 @@ def tiny_config(tiny_config):
     return functools.partial(tiny_config, "train.steps_per_epoch=4")
 
 
-def run_script(name, tmp_path):
-    """Runs tests/<name> in a fresh process (logical devices are set once per process); it prints OK."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, str(HERE / name), str(tmp_path)],
-                            capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr[-4000:]
-
-
 def snapshot(model):
     return [np.array(v) for v in model.trainable_variables]
 

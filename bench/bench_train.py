@@ -224,8 +224,6 @@ if __name__ == "__main__":
     if options.phases:
         import json
 
-        from bench.machine import run_in_child
-
         phases, peak = run_in_child(memory_phases)
         print(json.dumps({**phases, "child_process_peak_mib": peak}, indent=1))
         raise SystemExit(0)

@@ -6,22 +6,26 @@ maps onto them one to one. A config is built from the defaults below, then a pre
 line, in that order; the final config is saved beside every checkpoint and export.
 
 A config is frozen once parsed: every section checks its fields (type, `CHOICES`, `RANGES`) when
-it is made, and `replace(cfg, changes)` is the one way to change it, with the same checks.
+it is made, and `replace(cfg, changes)` is the one way to change it, with the same checks. The
+checks, choices and ranges are written in `spade_tf.config_rules`; this module holds the fields and
+their defaults, and the reading of files and command lines (import either's names from here).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
-import functools
 import importlib.resources
-import os
 import pathlib
 import typing
 
 import yaml
 from spade_tf_client.contract import min_size
+
+from spade_tf.config_rules import (  # noqa: F401  (the rules are part of this module's API)
+    CHOICES, IMPLEMENTATION_KEYS, RANGES, RENAMED, RETIRED, ConfigError, check, check_fields, field_types,
+    unknown_key,
+)
 
 
 def _preset_dir():
@@ -40,7 +44,7 @@ class _Section:
     """A section of the config: frozen, every field checked when one is made (or replaced)."""
 
     def __post_init__(self):
-        _check_fields(self, f"{_SECTION_NAMES[type(self)]}.", "config")
+        check_fields(self, f"{_SECTION_NAMES[type(self)]}.", "config", SECTION_CLASSES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +188,7 @@ class Config:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     def __post_init__(self):
-        _check_fields(self, "", "config")
+        check_fields(self, "", "config", SECTION_CLASSES)
 
     # --- derived quantities --------------------------------------------------------------
     @property
@@ -237,142 +241,14 @@ SECTION_CLASSES = {
 SECTIONS = tuple(SECTION_CLASSES)
 
 
-class ConfigError(ValueError):
-    """A config file or override names an unknown field or gives a value of the wrong type."""
-
-
-
-CHOICES = {
-    "data.dataset_mode": ("synthetic", "cityscapes", "ade20k", "coco", "facades", "custom"),
-    "data.preprocess_mode": (
-        "resize_and_crop", "crop", "scale_width", "scale_width_and_crop",
-        "scale_shortside", "scale_shortside_and_crop", "fixed", "none",
-    ),
-    "data.on_bad_file": ("stop", "skip"),
-    "model.netG": ("spade", "pix2pixhd"),
-    "model.num_upsampling_layers": ("normal", "more", "most"),
-    "model.spade_impl": ("dense", "regions"),
-    "model.netD": ("multiscale", "n_layer"),
-    "model.init_type": ("xavier", "xavier_uniform", "normal", "kaiming", "orthogonal", "none"),
-    "train.gan_mode": ("hinge", "ls", "original", "w"),
-    "train.distribute": ("auto", "none", "mirrored", "multiworker"),
-    "train.jit_compile": ("auto", "on", "off"),
-    "train.mixed_precision": ("off", "on"),
-    "export.precision": ("float32", "bfloat16"),
-    "eval.split": ("train", "val", "test"),
-    "eval.extractor": ("none", "inception-2015", "keras-inceptionv3"),
-}
-
-
-def _at_least(low):
-    return f">= {low}", lambda v: v >= low
-
-
-def _in_unit_interval():
-    return "in [0, 1)", lambda v: 0 <= v < 1
-
-
-RANGES = {  # key -> (what the value must be, test); fields not named take any value of their type
-    **{f"data.{n}": _at_least(1) for n in ("label_nc", "load_size", "crop_size", "synthetic_size")},
-    "data.max_dataset_size": _at_least(0),
-    "data.aspect_ratio": ("> 0", lambda v: v > 0),
-    **{f"model.{n}": _at_least(1) for n in ("ngf", "ndf", "z_dim", "n_layers_D", "num_D", "resnet_kernel_size",
-                                            "resnet_initial_kernel_size")},
-    **{f"model.{n}": _at_least(0) for n in ("init_variance", "resnet_n_downsample", "resnet_n_blocks")},
-    **{f"train.{n}": _at_least(1) for n in ("batch_size", "D_steps_per_G", "save_every_steps", "keep_checkpoints",
-                                            "log_every_steps", "sample_every_steps")},
-    **{f"train.{n}": _at_least(0) for n in ("niter", "niter_decay", "steps_per_epoch", "max_steps", "lr",
-                                            "lambda_feat", "lambda_vgg", "lambda_kld", "keep_every_n_hours")},
-    **{f"train.{n}": _in_unit_interval() for n in ("beta1", "beta2", "ema_decay")},
-    "train.preemption_grace_seconds": ("> 0", lambda v: v > 0),
-    "export.version": _at_least(0),
-    "export.warmup_requests": _at_least(0),
-    **{f"eval.{n}": _at_least(1) for n in ("batch_size", "kid_subsets")},
-    "eval.how_many": _at_least(0),
-    "eval.kid_subset_size": _at_least(2),
-    **{f"serve.{n}": _at_least(0) for n in ("port", "rest_api_port", "batch_timeout_micros", "grace_seconds")},
-    **{f"serve.{n}": _at_least(1) for n in ("max_batch_size", "max_pixels", "rest_api_max_body_bytes")},
-}
-
-RENAMED = {  # old key -> new key: configs saved by earlier versions (beside checkpoints and exports) still load
-    "serve.poll_wait_seconds": "serve.file_system_poll_wait_seconds",
-}
-RETIRED = {"data.shuffle_buffer"}
-# Keys that choose how a network computes, not which network it is (same weights, same outputs to
-# float rounding): a run resumes and an export loads whatever their saved values.
-IMPLEMENTATION_KEYS = frozenset({"model.spade_impl"})  # keys of earlier versions that no longer do anything: ignored when read
-
-
 def _fields(obj) -> typing.Dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(obj)}
-
-
-def _unknown(key: str, valid: typing.Iterable[str], where: str) -> ConfigError:
-    valid = sorted(valid)
-    by_name = {v.split(".")[-1]: v for v in valid}
-    close = [by_name[c] for c in difflib.get_close_matches(key.split(".")[-1], by_name, n=3)]
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    return ConfigError(f"{where}: unknown config key '{key}'.{hint} Valid keys: {', '.join(valid)}")
-
-
-def _coerce(value, annotation, key: str, where: str):
-    """Checks `value` against a field's annotation; ints are accepted for floats, paths for strings."""
-    if typing.get_origin(annotation) is tuple:  # Tuple[T, ...]: a list in YAML and on the command line
-        item_type = typing.get_args(annotation)[0]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
-        return tuple(_coerce(v, item_type, key, where) for v in value)
-    if annotation is float and not isinstance(value, bool):
-        if isinstance(value, int):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    if annotation is str and isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ConfigError(
-            f"{where}: '{key}' must be of type {annotation.__name__}, got {value!r} ({type(value).__name__})"
-        )
-    return value
 
 
 def checked_value(key: str, value, where: str = "config"):
     """`value` for field `key` ("section.field") after the type, choice and range checks (ConfigError)."""
     section, _, name = key.rpartition(".")
-    annotation = _hints(SECTION_CLASSES[section] if section else Config)[name]
-    choices = CHOICES.get(key)
-    if choices and "on" in choices and isinstance(value, bool):  # YAML reads on/off as booleans
-        value = "on" if value else "off"
-    value = _coerce(value, annotation, key, where)
-    if choices and value not in choices:
-        raise ConfigError(f"{where}: '{key}' must be one of {', '.join(choices)}; got {value!r}")
-    bound, test = RANGES.get(key, (None, None))
-    if test and not test(value):
-        raise ConfigError(f"{where}: '{key}' must be {bound}; got {value!r}")
-    return value
-
-
-@functools.cache
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _check_fields(obj, prefix: str, where: str) -> None:
-    """Runs every field of a config or section through `checked_value` (a frozen object's post-init)."""
-    for name in _fields(obj):
-        value = getattr(obj, name)
-        if not prefix and name in SECTIONS:
-            if not isinstance(value, SECTION_CLASSES[name]):
-                raise ConfigError(f"{where}: '{name}' must be a {SECTION_CLASSES[name].__name__}, got {value!r}")
-            continue
-        checked = checked_value(prefix + name, value, where)
-        if checked is not value:
-            object.__setattr__(obj, name, checked)
+    return check(key, value, field_types(SECTION_CLASSES[section] if section else Config)[name], where)
 
 
 _SECTION_NAMES = {cls: name for name, cls in SECTION_CLASSES.items()}
@@ -406,7 +282,7 @@ def replace(cfg: Config, changes: typing.Optional[dict] = None, where: str = "co
     new = {}
     for key, value in _nested({**(changes or {}), **fields}).items():
         if key not in top:
-            raise _unknown(key, top, where)
+            raise unknown_key(key, top, where)
         if key not in SECTIONS or isinstance(value, SECTION_CLASSES[key]):
             new[key] = value if key in SECTIONS else checked_value(key, value, where)
             continue
@@ -420,7 +296,7 @@ def replace(cfg: Config, changes: typing.Optional[dict] = None, where: str = "co
                 continue
             name = RENAMED.get(f"{key}.{name}", f"{key}.{name}").split(".", 1)[1]
             if name not in names:
-                raise _unknown(f"{key}.{name}", (f"{key}.{n}" for n in names), where)
+                raise unknown_key(f"{key}.{name}", (f"{key}.{n}" for n in names), where)
             changed[name] = checked_value(f"{key}.{name}", v, where)
         new[key] = dataclasses.replace(section, **changed)
     return dataclasses.replace(cfg, **new)
@@ -445,7 +321,7 @@ def parse_override(cfg: Config, text: str) -> dict:
         if len(matches) > 1:
             raise ConfigError(f"command line: '{key}' is in several sections; write one of {', '.join(matches)}")
         if not matches:
-            raise _unknown(key, keys, "command line")
+            raise unknown_key(key, keys, "command line")
         key = matches[0]
     value = yaml.safe_load(raw) if raw.strip() else ""
     if "." in key:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from spade_tf.config import CHOICES
 from spade_tf.losses import (
-    GAN_MODES, REDUCTION, discriminator_gan_loss, feature_matching_loss, generator_gan_loss, kld_loss,
+    REDUCTION, discriminator_gan_loss, feature_matching_loss, generator_gan_loss, kld_loss,
     replica_loss,
 )
 
@@ -55,7 +56,7 @@ def _example(outputs, b):
     return [[f[b:b + 1] for f in scale] for scale in outputs]
 
 
-@pytest.mark.parametrize("gan_mode", GAN_MODES)
+@pytest.mark.parametrize("gan_mode", CHOICES["train.gan_mode"])
 def test_gan_losses_match_numpy_per_example_and_over_the_batch(gan_mode):
     rng = np.random.default_rng(0)
     fake, real = _d_outputs(rng), _d_outputs(rng, shift=0.5)
@@ -73,7 +74,7 @@ def test_gan_losses_match_numpy_per_example_and_over_the_batch(gan_mode):
     np.testing.assert_allclose(np.mean(d_real), _np_multiscale(real, gan_mode, True, True), rtol=1e-5)
 
 
-@pytest.mark.parametrize("gan_mode", GAN_MODES)
+@pytest.mark.parametrize("gan_mode", CHOICES["train.gan_mode"])
 def test_gan_losses_use_only_each_scales_last_output(gan_mode):
     rng = np.random.default_rng(1)
     fake, real = _d_outputs(rng), _d_outputs(rng)
@@ -85,7 +86,7 @@ def test_gan_losses_use_only_each_scales_last_output(gan_mode):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("gan_mode", GAN_MODES)
+@pytest.mark.parametrize("gan_mode", CHOICES["train.gan_mode"])
 def test_gan_loss_directions(gan_mode):
     """G's loss falls as D(fake) rises; D's fake term rises with D(fake), its real term falls as D(real) rises.
 

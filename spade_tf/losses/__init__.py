@@ -17,7 +17,7 @@ global batch:
 from keras import ops
 
 from spade_tf.losses.feature_matching import feature_matching_loss
-from spade_tf.losses.gan import GAN_MODES, discriminator_gan_loss, generator_gan_loss
+from spade_tf.losses.gan import discriminator_gan_loss, generator_gan_loss
 from spade_tf.losses.kld import kld_loss
 from spade_tf.losses.vgg import VGG19Features, VGGLoss, build_vgg, load_keras_imagenet_vgg19, load_torchvision_vgg19
 
@@ -33,7 +33,6 @@ def replica_loss(name, per_example, global_batch_size):
 
 
 __all__ = [
-    "GAN_MODES",
     "REDUCTION",
     "VGG19Features",
     "VGGLoss",

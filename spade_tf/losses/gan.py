@@ -6,9 +6,7 @@ the scales are then averaged, as the reference does. Computed in float32 whateve
 
 from keras import ops
 
-GAN_MODES = ("hinge", "ls", "original", "w")
-
-# Element-wise terms per mode: (generator on fake logits, discriminator on real, discriminator on fake).
+# Element-wise terms per mode (the modes a config may name are `spade_tf.config.CHOICES["train.gan_mode"]`): (generator on fake logits, discriminator on real, discriminator on fake).
 _TERMS = {
     "hinge": (lambda f: -f, lambda r: ops.relu(1.0 - r), lambda f: ops.relu(1.0 + f)),
     "ls": (lambda f: ops.square(f - 1.0), lambda r: ops.square(r - 1.0), lambda f: ops.square(f)),
@@ -39,7 +37,7 @@ def check_outputs(outputs, what):
 
 def _mode_terms(gan_mode):
     if gan_mode not in _TERMS:
-        raise ValueError(f"unknown gan_mode {gan_mode!r}; expected one of {', '.join(GAN_MODES)}")
+        raise ValueError(f"unknown gan_mode {gan_mode!r}; expected one of {', '.join(_TERMS)}")
     return _TERMS[gan_mode]
 
 

@@ -7,7 +7,6 @@ PNG photos, 8-bit label ids, 16-bit instance ids, written to a temporary folder)
     python bench/bench_data.py [--quick]
 """
 
-import argparse
 import pathlib
 import tempfile
 import time
@@ -73,7 +72,6 @@ def run(quick: bool = False) -> list:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer and smaller samples")
-    for row in run(parser.parse_args().quick):
-        print(f"{row['name']:<50} {row['value']:10.1f} {row['unit']}")
+    from bench.runner import command_line
+
+    command_line(run, __doc__, "fewer and smaller samples")

@@ -31,7 +31,6 @@ kernels (`spade_tf.export.fold`), a `tf.function` without XLA, in fp32 or mixed 
     python -m bench.bench_inference [--quick]
 """
 
-import argparse
 import dataclasses
 import math
 import os
@@ -349,7 +348,6 @@ def run(quick: bool = False, overrides=(), trained_run=None) -> list:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="ADE20K only, batch 1, fewer repeats")
-    for row in run(parser.parse_args().quick):
-        print(f"{row['name']:<80} {row['value']:10.4g} {row['unit']}")
+    from bench.runner import command_line
+
+    command_line(run, __doc__, "ADE20K only, batch 1, fewer repeats")

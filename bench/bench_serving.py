@@ -17,7 +17,6 @@ rounds, so that a slow minute of a shared machine does not fall on one level onl
     python -m bench.bench_serving [--quick]
 """
 
-import argparse
 import ast
 import concurrent.futures
 import pathlib
@@ -281,7 +280,6 @@ def regions_rows(result) -> list:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer calls and requests")
-    for row in run(parser.parse_args().quick):
-        print(f"{row['name']:<90} {row['value']:10.4g} {row['unit']}")
+    from bench.runner import command_line
+
+    command_line(run, __doc__, "fewer calls and requests")

@@ -8,6 +8,7 @@ day; the README quotes side-by-side measurements instead. `render_markdown` turn
 into the table the README shows between `MARKERS`.
 """
 
+import argparse
 import importlib
 import json
 import math
@@ -22,6 +23,16 @@ from bench.machine import DTYPES, MATMUL_SIZE, load_average, machine_info, matmu
 BENCH_DIR = pathlib.Path(__file__).resolve().parent
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16"}
+
+
+def command_line(run, doc: str, quick_help: str) -> None:
+    """`python -m bench.bench_<name> [--quick]` for a module without options of its own: one line per row."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    rows = run(parser.parse_args().quick)
+    width = max(len(row["name"]) for row in rows)
+    for row in rows:
+        print(f"{row['name']:<{width}} {row['value']:10.4g} {row['unit']}")
 
 
 def discover(folder=BENCH_DIR) -> list:

@@ -189,34 +189,33 @@ class ModelManager:
 
     def resolve(self, model_spec):
         """The servable a ModelSpec asks for, resolved as TF Serving's ServerCore does."""
-        name = model_spec.name
-        with self._lock:
-            model = self._models.get(name)
-            version = self._requested_version(model, model_spec)
-            servables = model.servables if model else {}
-            if version is None:
-                if servables:
-                    return servables[max(servables)]
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
-            if version in servables:
-                return servables[version]
-            raise ServingError(grpc.StatusCode.NOT_FOUND,
-                               f"Servable not found for request: Specific({name}, {version})")
+        name, version, servables = self._requested(model_spec, "servables")
+        if version is None:
+            if servables:
+                return servables[max(servables)]
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({name})")
+        if version in servables:
+            return servables[version]
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({name}, {version})")
 
     def status(self, model_spec):
         """[(version, VersionStatus)] for GetModelStatus."""
-        name = model_spec.name
+        name, version, statuses = self._requested(model_spec, "statuses")
+        if version is not None:
+            if version not in statuses:
+                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
+            return [(version, statuses[version])]
+        if not statuses:
+            raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
+        return sorted(statuses.items())
+
+    def _requested(self, model_spec, table):
+        """(model name, the version the spec names or None for the latest, a snapshot of the model's `table`:
+        "servables" or "statuses", by version)."""
         with self._lock:
-            model = self._models.get(name)
+            model = self._models.get(model_spec.name)
             version = self._requested_version(model, model_spec)
-            statuses = model.statuses if model else {}
-            if version is not None:
-                if version not in statuses:
-                    raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}")
-                return [(version, statuses[version])]
-            if not statuses:
-                raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {name}")
-            return sorted(statuses.items())
+            return model_spec.name, version, dict(getattr(model, table)) if model else {}
 
     @staticmethod
     def _requested_version(model, model_spec):

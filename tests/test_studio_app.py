@@ -74,7 +74,7 @@ def test_page_and_model_config():
     client, _ = make_app()
     page = client.get("/")
     assert page.status_code == 200 and b'<canvas id="layout"' in page.data
-    for asset in ("studio.js", "studio.css"):
+    for asset in ("requests.js", "studio.js", "studio.css"):
         assert client.get(f"/static/{asset}").status_code == 200
     model = client.get("/api/model").get_json()
     assert model["class_names"] == ["sky", "grass", "water", "road"] and model["palette"][2] == [30, 80, 130]

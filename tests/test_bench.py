@@ -197,6 +197,24 @@ def test_cli_errors_and_rendering_an_earlier_run(fake_results, tmp_path, capsys)
     assert readme.read_text() == f"intro\n<!-- bench:start -->\n{markdown}<!-- bench:end -->\n"
 
 
+# --- bench.before_after ---------------------------------------------------------------------------
+
+
+def test_before_after_takes_turns_and_gives_the_median_of_the_pairs_ratios(monkeypatch):
+    from bench import before_after
+
+    calls, new_times = [], iter([1.0, 3.0, 1.5])
+
+    def measure(tree, what, timeout):
+        calls.append(tree)
+        return {"seconds": 2.0 if tree == "old" else next(new_times)}
+
+    monkeypatch.setattr(before_after, "measure", measure)
+    result = before_after.compare("old", "new", "inference", pairs=3, timeout=1, log=lambda line: None)
+    assert calls == ["old", "new", "new", "old", "old", "new"]
+    assert result["ratios"] == [0.5, 1.5, 0.75] and result["median_ratio"] == 0.75
+
+
 # --- bench.machine --------------------------------------------------------------------------------
 
 

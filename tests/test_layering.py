@@ -168,3 +168,46 @@ def test_tests_import_helpers_not_other_tests():
              for line, name in imports(path, REPO)
              if name.split(".")[0] in ("conftest", "tests") or name.split(".")[0].startswith("test_")]
     assert found == []
+
+
+# --- the size of the code: no module over MAX_MODULE_LINES, no function over MAX_FUNCTION_LINES ----------
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+SKIPPED = {"tests", ".venv", ".git", "build", "spade_tf_client"}  # top-level folders; spade_tf_client links to client/
+
+
+def source_files(root: pathlib.Path = REPO) -> typing.List[pathlib.Path]:
+    """Every .py and .js file outside the tests, but protoc's generated *_pb2*.py."""
+    return [p for ext in ("py", "js") for p in sorted(root.rglob(f"*.{ext}"))
+            if p.relative_to(root).parts[0] not in SKIPPED and "__pycache__" not in p.parts and "_pb2" not in p.name]
+
+
+def oversized(path: pathlib.Path, root: pathlib.Path = REPO) -> typing.List[str]:
+    """What in `path` is too long, as "file: ..."; functions are counted in Python files only."""
+    where, text = path.relative_to(root).as_posix(), path.read_text()
+    found = [f"{where}: {len(text.splitlines())} lines"] if len(text.splitlines()) > MAX_MODULE_LINES else []
+    if path.suffix == ".py":
+        found += [f"{where}:{node.lineno}: {node.name} has {node.end_lineno - node.lineno + 1} lines"
+                  for node in ast.walk(ast.parse(text, str(path)))
+                  if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    return found
+
+
+def test_no_module_or_function_is_too_long():
+    files = source_files()
+    assert {"spade_tf/config.py", "serving/studio/static/studio.js", "client/spade_tf_client/client.py"} <= {
+        p.relative_to(REPO).as_posix() for p in files}
+    assert [problem for path in files for problem in oversized(path)] == []
+
+
+def test_the_size_check_finds_a_long_module_and_a_long_function(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "long.js").write_text("let x = 1;\n" * (MAX_MODULE_LINES + 1))
+    lines = lambda n, indent: "".join(f"{indent}x{i} = {i}\n" for i in range(n))  # noqa: E731
+    (tmp_path / "pkg" / "fits.py").write_text("def f():\n" + lines(MAX_FUNCTION_LINES - 1, "    "))
+    (tmp_path / "pkg" / "long.py").write_text("class A:\n    def g(self):\n" + lines(MAX_FUNCTION_LINES, "        "))
+    (tmp_path / "pkg" / "x_pb2.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    assert [p.name for p in source_files(tmp_path)] == ["fits.py", "long.py", "long.js"]
+    assert [problem for path in source_files(tmp_path) for problem in oversized(path, tmp_path)] == [
+        "pkg/long.py:2: g has 81 lines", f"pkg/long.js: {MAX_MODULE_LINES + 1} lines"]

@@ -58,21 +58,28 @@ def logged_steps(run: pathlib.Path) -> set:
             for value in event.summary.value if value.tag == "loss/GAN"}
 
 
-def preempt_and_resume(workdir, runs=3, grace=300.0, max_delay=4.0, seed=None, overrides=(), log=print) -> list:
+def train_command(workdir, grace=300.0, overrides=()) -> list:
+    """The chain's train.py command: run folder `<workdir>/preempted`, tiny networks, logging every step."""
+    return [sys.executable, str(REPO_ROOT / "train.py"), "--config", "synthetic", "name=preempted",
+            f"train.checkpoints_dir={workdir}", f"train.preemption_grace_seconds={grace}", *TINY, *overrides]
+
+
+def preempt_and_resume(workdir, runs=3, grace=300.0, max_delay=4.0, seed=None, overrides=(), log=print,
+                       finish=True) -> list:
     """SIGTERM `runs` times at random moments of a chain of resumed runs; returns one record per signal.
 
     Raises AssertionError naming the run when a process does not exit with the code within the grace,
     saves another step than the last one it finished, or a rerun does not resume at the saved step.
+    `finish=False` leaves out the last run (resume, two more steps, exit 0): the caller goes on from there.
     """
     from spade_tf.training.preemption import EXIT_CODE
 
     workdir = pathlib.Path(workdir)
     rng = random.Random(seed)
     run = workdir / "preempted"
-    args = [sys.executable, str(REPO_ROOT / "train.py"), "--config", "synthetic", "name=preempted",
-            f"train.checkpoints_dir={workdir}", f"train.preemption_grace_seconds={grace}", *TINY, *overrides]
+    args = train_command(workdir, grace, overrides)
     records, saved = [], None
-    for index in range(runs + 1):
+    for index in range(runs + int(finish)):
         last = index == runs
         output = workdir / f"run{index}.log"
         extra = [f"train.max_steps={saved + 2}"] if last else []

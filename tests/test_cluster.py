@@ -190,13 +190,17 @@ TWO_WORKERS = [*TINY, "model.ngf=4", "data.crop_size=32", "data.load_size=32", "
 
 
 def _start_workers(addresses, train_args, log_dir: pathlib.Path, tag):
-    """Starts one launcher per worker, as the indexed Job's pods would run it; -> [(process, log path)]."""
+    """Starts one launcher per worker, as the indexed Job's pods would run it, each with a TMPDIR of its own;
+    `train_args(index)` gives a worker's arguments. -> [(process, log path)]."""
     workers = []
     for index in range(len(addresses)):
-        env = _launch_env(**pod_env(index, len(addresses)), SPADE_WORKER_ADDRESSES=",".join(addresses))
+        tmp = log_dir / f"{tag}-tmp{index}"
+        tmp.mkdir()
+        env = _launch_env(**pod_env(index, len(addresses)), SPADE_WORKER_ADDRESSES=",".join(addresses), TMPDIR=str(tmp))
         path = log_dir / f"{tag}-worker{index}.log"
         with open(path, "w") as log:
-            workers.append((subprocess.Popen([sys.executable, "-m", "spade_tf.cluster", "train", "--", *train_args],
+            workers.append((subprocess.Popen([sys.executable, "-m", "spade_tf.cluster", "train", "--",
+                                              *train_args(index)],
                                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=log_dir), path))
     return workers
 
@@ -215,18 +219,25 @@ def _wait_workers(workers, codes, timeout=420):
     return logs
 
 
+def _finished_line(log):
+    return next(line.split("finished at step", 1)[1] for line in log.splitlines() if "finished at step" in line)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_two_workers_on_loopback_stop_together_on_one_sigterm_and_resume(tmp_path):
-    """The launcher starts both workers; SIGTERM to worker 1 at a random moment after the first step: both
-    save one checkpoint together and exit 42; the restarted pair (new addresses, as replaced pods) resumes it."""
+def test_two_workers_on_loopback_train_in_sync_stop_together_on_one_sigterm_and_resume(tmp_path):
+    """The launcher starts both workers, each with a checkpoint folder of its own: only the chief writes
+    (checkpoints, samples, logs). SIGTERM to worker 1 at a random moment after the first step: both save one
+    checkpoint together and exit 42. The restarted pair (new addresses, as replaced pods; the chief's folder
+    now shared, as the pods' volume) resumes it, and both finish with the same global losses."""
     from spade_tf.training.preemption import EXIT_CODE
 
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    checkpoints = tmp_path / "checkpoints"
-    args = ["--config", "synthetic", "name=mw", f"train.checkpoints_dir={checkpoints}", *TWO_WORKERS,
-            "train.log_every_steps=1", "train.preemption_grace_seconds=300"]
-    workers = _start_workers(addresses, [*args, "train.max_steps=100000"], tmp_path, "first")
+    checkpoints, other = tmp_path / "checkpoints", tmp_path / "worker1-checkpoints"
+    args = ["--config", "synthetic", "name=mw", *TWO_WORKERS, "train.log_every_steps=1", "train.sample_every_steps=1",
+            "train.preemption_grace_seconds=300"]
+    workers = _start_workers(addresses, lambda i: [*args, f"train.checkpoints_dir={other if i else checkpoints}",
+                                                   "train.max_steps=100000"], tmp_path, "first")
     try:
         deadline = time.monotonic() + 900  # a loaded machine traces the first step slowly
         while not all("step 1 done" in path.read_text(errors="replace") for _, path in workers):
@@ -245,18 +256,26 @@ def test_two_workers_on_loopback_stop_together_on_one_sigterm_and_resume(tmp_pat
     assert time.monotonic() - signalled < 300
     for index, log in enumerate(logs):
         assert f'"task": {{"type": "worker", "index": {index}}}' in log
-        assert "2 replica(s) in sync" in log
+        assert "MultiWorkerMirroredStrategy with 2 replica(s) in sync" in log
     assert "another worker was signalled" in logs[0] and "SIGTERM received" in logs[1]
     run = checkpoints / "mw"
-    saved = [int(p.name[5:-6]) for p in run.glob("ckpt-*.index")]  # only the chief writes here
+    saved = [int(p.name[5:-6]) for p in run.glob("ckpt-*.index")]
     assert len(saved) == 1 and saved[0] >= 1, saved
     for log in logs:
         assert f"stopped by SIGTERM after step {saved[0]}" in log
+    assert (run / "config.yaml").is_file() and (run / "samples" / "step_1.png").is_file()
+    assert list(run.glob("logs/events.*"))
+    assert not list(other.rglob("*")), f"the non-chief wrote {list(other.rglob('*'))[:5]}"
+    assert not list((tmp_path / "first-tmp1").iterdir()), "the non-chief's temporary checkpoint folder was left behind"
 
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    logs = _wait_workers(_start_workers(addresses, [*args, f"train.max_steps={saved[0] + 1}"], tmp_path, "second"),
+    logs = _wait_workers(_start_workers(addresses, lambda i: [*args, f"train.checkpoints_dir={checkpoints}",
+                                                              f"train.max_steps={saved[0] + 1}"], tmp_path, "second"),
                          [0, 0], timeout=900)
     for log in logs:
         assert re.search(rf"resuming \S+ckpt-{saved[0]} at step {saved[0]} ", log), log[-3000:]
         assert f"finished at step {saved[0] + 1}" in log
     assert (run / f"ckpt-{saved[0] + 1}.index").exists()
+    assert not list((tmp_path / "second-tmp1").iterdir()), "the non-chief's temporary checkpoint folder was left behind"
+    losses = [_finished_line(log).split("; checkpoint")[0] for log in logs]
+    assert losses[0] == losses[1], losses  # both workers reduce the same global losses

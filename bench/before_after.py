@@ -15,6 +15,7 @@ both alike; each pair gives after/before of the time, and the median of the pair
 import argparse
 import contextlib
 import json
+import math
 import os
 import pathlib
 import statistics
@@ -67,13 +68,18 @@ def compare(before: pathlib.Path, after: pathlib.Path, what: str, pairs: int, ti
     ratios, rows = [], []
     for i in range(pairs):
         order = [("before", before), ("after", after)][:: 1 if i % 2 == 0 else -1]
-        result = {name: measure(tree, what, timeout) for name, tree in order}
+        try:
+            result = {name: measure(tree, what, timeout) for name, tree in order}
+        except (RuntimeError, subprocess.TimeoutExpired) as e:  # e.g. a child killed for memory on a shared machine
+            log(f"{what} pair {i + 1} left out: {str(e).splitlines()[0]}")
+            continue
         ratios.append(result["after"]["seconds"] / result["before"]["seconds"])
         rows.append(result)
         log(f"{what} pair {i + 1} ({order[0][0]} first): before {result['before']['seconds']:.3f} s, "
             f"after {result['after']['seconds']:.3f} s, after/before {ratios[-1]:.3f}")
-    log(f"{what}: median after/before time over {pairs} pairs {statistics.median(ratios):.3f}")
-    return {"pairs": rows, "ratios": ratios, "median_ratio": statistics.median(ratios)}
+    median = statistics.median(ratios) if ratios else math.nan
+    log(f"{what}: median after/before time over {len(ratios)} of {pairs} pairs {median:.3f}")
+    return {"pairs": rows, "ratios": ratios, "median_ratio": median}
 
 
 def main(argv=None):

@@ -22,7 +22,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture
 def forced(monkeypatch):
-    monkeypatch.setattr(spade_regions, "DENSE_ABOVE", 2.0)
+    monkeypatch.setattr(spade_regions, "region_pays", lambda *args: True)
 
 
 def one_hot(labels, label_nc, instances=None, dontcare=False):
@@ -98,15 +98,18 @@ def test_layout_codes_read_label_and_edge_and_refuse_non_one_hot():
     assert np.asarray(layout_codes(empty))[0, 0, 0].tolist() == [5, 5]  # no hot channel: "none"
 
 
-def test_boundary_maps_mark_the_5x5_rule():
+def test_region_layout_marks_the_5x5_rule():
     labels = np.zeros((1, 12, 12), np.int32)
     labels[0, :, 8:] = 1
-    codes = np.asarray(layout_codes(one_hot(labels, 2)))
-    flat3, flat5, share = spade_regions.boundary_maps(codes[..., 0], codes[..., 1], 2)
+    layout = spade_regions.region_layout(one_hot(labels, 2))
     interior = np.zeros((12, 12), bool)
     interior[2:10, 2:6] = True  # 2 from the border and from the boundary; class 1 is too narrow
-    np.testing.assert_array_equal(np.asarray(flat5)[0], interior)
-    assert abs(float(share) - (1 - interior.mean())) < 1e-6
+    np.testing.assert_array_equal(np.asarray(layout["index"])[0] <= 2, interior)  # rows 0..C: per class
+    assert int(layout["boundary"]) == 144 - interior.sum() and int(layout["pixels"]) == 144
+    mixed = np.ones((12, 12), bool)
+    mixed[1:11, 1:7] = False  # 3x3 windows inside the image and inside class 0
+    mixed[1:11, 9:11] = False
+    assert int(layout["mixed"]) == mixed.sum() and tuple(layout["mixed_rows"].shape) == (mixed.sum(), 9)
 
 
 # --- the layer ----------------------------------------------------------------------------------

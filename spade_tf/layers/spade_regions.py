@@ -33,11 +33,13 @@ from keras import ops
 NOT_ONE_HOT = -1  # first code of a pixel that is not 0/1 with at most two ones
 TAPS = [(dy, dx) for dy in range(3) for dx in range(3)]
 
-# The cost model of `region_pays`, in multiply-add equivalents, measured with
-# `python -m bench.bench_regions --calibrate` (per-layer times of both paths on this file's ops,
-# least squares over resolutions, channels, classes and boundary shares; fp32 and bf16 together).
-COPY_COST = 8.0  # per float an op of the region path moves (lookups, gathers, the output)
-FIXED_COST = 2.0e6  # per layer: the region path's few dozen small ops
+# The cost model of `region_pays`, in units of the dense convolutions' time per multiply-add.
+# Measured with `python -m bench.bench_regions --calibrate` (2026-12-03, Intel Xeon, 2 cores, fp32:
+# one layer's two paths timed alternately at every resolution and width of the ADE20K and
+# Cityscapes generators, on landscapes, Voronoi-30 and noise; least squares on relative times).
+MATMUL_COST = 0.75  # per multiply-add of the region path's matrix products (no im2col, no padding)
+COPY_COST = 118.0  # per float the region path's lookups and gathers move (memory-bound ops)
+FIXED_COST = -2.5e8  # per layer, region path minus dense: small convolutions carry more overhead
 
 
 def layout_codes(segmap):
@@ -152,16 +154,16 @@ def region_pays(layout, semantic_nc, hidden, channels):
     """Whether the region path costs less than the dense convolutions for this layer (a bool tensor).
 
     Dense: `mlp_shared` and `mlp_gamma`/`mlp_beta` at every pixel. Regions: the 3x3 convolution at
-    the boundary pixels and once per class, plus what its ops move (the lookups of the mixed
-    pixels, the boundary patches, gamma and beta at every pixel) at `COPY_COST` each, plus
-    `FIXED_COST`. Counts in float32: a layer's counts reach 10^10.
+    the boundary pixels and once per class (`MATMUL_COST` each), plus what its ops move (the lookups
+    of the mixed pixels, the boundary patches, gamma and beta at every pixel; `COPY_COST` each),
+    plus `FIXED_COST`. Counts in float32: a layer's counts reach 10^10.
     """
     pixels, mixed, boundary = (ops.cast(layout[k], "float32") for k in ("pixels", "mixed", "boundary"))
     modulation = 2 * 9 * hidden * channels
     dense = pixels * (9 * semantic_nc * hidden + modulation)
     moved = ops.cast(ops.shape(layout["mixed_rows"])[1], "float32") * hidden * mixed
     moved = moved + 9 * hidden * boundary + 2 * channels * pixels
-    regions = boundary * modulation + (semantic_nc + 1) * modulation / 9 + COPY_COST * moved + FIXED_COST
+    regions = MATMUL_COST * (boundary + (semantic_nc + 1) / 9) * modulation + COPY_COST * moved + FIXED_COST
     return regions < dense
 
 

@@ -112,6 +112,22 @@ def test_region_layout_marks_the_5x5_rule():
     assert int(layout["mixed"]) == mixed.sum() and tuple(layout["mixed_rows"].shape) == (mixed.sum(), 9)
 
 
+def test_cost_model_picks_the_path_the_per_layer_measurements_found_faster():
+    """`region_pays` (constants from `bench_regions --calibrate`) on layers of the two generators:
+    Cityscapes' 36 channels at 128x128, 128 wide: regions on landscapes, dense on noise (measured
+    0.6x there); ADE20K's 151 channels at 16x16, 1024 wide: regions even on noise (measured 1.2x)."""
+    def pays(kind, semantic_nc, size, channels):
+        labels, instances = {"landscapes": landscapes, "noise": noise}[kind](1, size, size, semantic_nc - 1)
+        ade = semantic_nc == 151
+        seg = semantic_input(labels, None if ade else instances, label_nc=semantic_nc - 1, contain_dontcare_label=ade,
+                             use_instance=not ade)
+        return bool(spade_regions.region_pays(spade_regions.region_layout(seg), semantic_nc, 128, channels))
+
+    assert pays("landscapes", 36, 128, 128) and not pays("noise", 36, 128, 128)
+    assert pays("landscapes", 151, 256, 64) and not pays("noise", 151, 256, 64)
+    assert pays("noise", 151, 16, 1024)
+
+
 # --- the layer ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("instances, dontcare", [(False, False), (True, True)])

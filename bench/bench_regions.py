@@ -14,7 +14,12 @@ at every resolution the generator's SPADE layers see, and our own count of multi
 multiply-adds), gamma/beta only at boundary pixels plus the per-class table; per layer the fewer of
 the two), whose ratio is the ideal speed-up.
 
+Calibration (`--calibrate`): one SPADE layer's dense convolutions and region path, timed alternately
+at every (resolution, width) of the two generators on the three layouts, and the least-squares fit
+of the cost model's constants (`spade_tf.layers.spade_regions.region_pays`).
+
     python -m bench.bench_regions [--quick] [--settings ade20k] [--precisions float32] [--batches 1]
+    python -m bench.bench_regions --calibrate [--precisions float32]
 """
 
 import argparse

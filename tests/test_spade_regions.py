@@ -1,8 +1,8 @@
 """Region-wise SPADE (`spade_impl=regions`): the dense path's outputs and gradients, for less work.
 
 Every comparison copies one set of weights into a dense and a region-wise network. `forced`
-runs the region path on every layer (no dense fallback by boundary share), so that each layout
-below really exercises it; the default threshold is checked on the generator as shipped.
+runs the region path on every layer (no dense fallback by the cost model), so that each layout
+below really exercises it; the cost model is checked on the generator as shipped.
 """
 
 import keras
@@ -199,7 +199,7 @@ def test_generator_equals_dense_at_every_depth(forced, depth, size):
     assert_generators_agree(dense, regions, seg)
 
 
-def test_generator_equals_dense_with_default_threshold_aspect_ratio_and_noise():
+def test_generator_equals_dense_with_the_cost_model_aspect_ratio_and_noise():
     labels = np.concatenate([landscapes(1, 64, 128, 6)[0], noise(1, 64, 128, 6)[0]])
     seg = one_hot(labels, 6, dontcare=True)
     dense, regions = generator_pair(7, ngf=4, crop_size=128, aspect_ratio=2.0)

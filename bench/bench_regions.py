@@ -11,10 +11,15 @@ ratio is dense time / region time of that pair.
 Also, per layout: the share of boundary pixels (the 5x5 rule of `spade_tf.layers.spade_regions`)
 at every resolution the generator's SPADE layers see, and our own count of multiply-adds per image
 (convolutions and matmuls, dense: the reference's network; regions: mlp_shared as lookups (no
-multiply-adds), gamma/beta only at boundary pixels plus the per-class table, dense above the
-fallback share), whose ratio is the ideal speed-up.
+multiply-adds), gamma/beta only at boundary pixels plus the per-class table; per layer the fewer of
+the two), whose ratio is the ideal speed-up.
+
+Calibration (`--calibrate`): one SPADE layer's dense convolutions and region path, timed alternately
+at every (resolution, width) of the two generators on the three layouts, and the least-squares fit
+of the cost model's constants (`spade_tf.layers.spade_regions.region_pays`).
 
     python -m bench.bench_regions [--quick] [--settings ade20k] [--precisions float32] [--batches 1]
+    python -m bench.bench_regions --calibrate [--precisions float32]
 """
 
 import argparse
@@ -112,11 +117,9 @@ def spade_layers(cfg):
     return layers, residual, n
 
 
-def multiply_adds(cfg, shares, hidden=128, dense_above=None):
-    """(dense, regions) multiply-adds per image, G; `shares`: divisor -> boundary share."""
-    from spade_tf.layers.spade_regions import DENSE_ABOVE
-
-    dense_above = DENSE_ABOVE if dense_above is None else dense_above
+def multiply_adds(cfg, shares, hidden=128):
+    """(dense, regions) multiply-adds per image, G; `shares`: divisor -> boundary share. Regions:
+    each layer's fewer of its dense and its region-wise multiply-adds."""
     h, w = cfg.image_size
     c = cfg.semantic_nc
     layers, residual, n = spade_layers(cfg)
@@ -128,8 +131,77 @@ def multiply_adds(cfg, shares, hidden=128, dense_above=None):
         shared, modulation = 9 * c * hidden * pixels, 2 * 9 * hidden * channels * pixels
         dense += shared + modulation
         share = shares[f]
-        regions += shared + modulation if share > dense_above else share * modulation + (c + 1) * hidden * 2 * channels
+        regions += min(shared + modulation, share * modulation + (c + 1) * hidden * 2 * channels)
     return dense / 1e9, regions / 1e9
+
+
+# --- the cost model's constants ----------------------------------------------------------------
+
+CALIBRATION = {  # semantic channels -> (resolution, channels) of the generator's SPADE layers (ADE20K, Cityscapes)
+    151: ((16, 1024), (32, 1024), (32, 512), (64, 512), (64, 256), (128, 256), (128, 128), (256, 128), (256, 64)),
+    36: ((16, 1024), (32, 1024), (32, 512), (64, 512), (64, 256), (128, 256), (128, 128), (256, 128), (256, 64)),
+}
+
+
+def time_layer(semantic_nc, size, channels, kind, precision, repeats=3) -> dict:
+    """One SPADE layer's layout branch at size x size: the dense convolutions and the region path
+    (its layout computed beforehand, as a block shares it), alternating, medians; and the counts."""
+    import tensorflow as tf
+    from keras import ops
+
+    from spade_tf.export.fold import PRECISION_POLICIES
+    from spade_tf.layers import SPADE, spade_regions
+    from spade_tf.semantics import semantic_input
+
+    ade = semantic_nc == 151  # ADE20K: 150 labels + don't-care; Cityscapes: 35 labels + instance edges
+    labels, instances = layouts(kind, 1, size, size, semantic_nc - 1, seed=1)
+    seg = semantic_input(labels, None if ade else instances, label_nc=semantic_nc - 1, contain_dontcare_label=ade,
+                         use_instance=not ade)
+    x = tf.zeros((1, size, size, channels))
+    layer = SPADE("batch", 3, 128, "regions", dtype=PRECISION_POLICIES[precision])
+    layer(x, seg)
+    layout = {k: tf.constant(v) for k, v in spade_regions.region_layout(seg).items()}
+    dense = tf.function(lambda s: ops.concatenate(layer.dense_modulation(s, size, size), axis=-1))
+    regions = tf.function(lambda lay: ops.concatenate(spade_regions.region_modulation(
+        layer.mlp_shared, layer.mlp_gamma, layer.mlp_beta, lay, layer.compute_dtype), axis=-1))
+    dense(seg), regions(layout)
+    times = {"dense": [], "regions": []}
+    for i in range(repeats):
+        for name in (("dense", "regions") if i % 2 == 0 else ("regions", "dense")):
+            times[name].append(_timed(dense, seg) if name == "dense" else _timed(regions, layout))
+    counts = {k: int(layout[k]) for k in ("pixels", "mixed", "boundary")}
+    return {**{k: statistics.median(v) for k, v in times.items()}, **counts,
+            "taps": int(layout["mixed_rows"].shape[1]), "semantic_nc": semantic_nc, "channels": channels}
+
+
+def calibrate(precisions=("float32",), kinds=KINDS) -> dict:
+    """Least-squares fit of the cost model (`spade_regions.region_pays`) on per-layer times (in this process).
+
+    dense time = a * dense multiply-adds + d; region time = a * (MATMUL_COST * region multiply-adds +
+    COPY_COST * floats moved + FIXED_COST) + d, fitted on relative times. Returns the constants and
+    the measurements."""
+    samples = []
+    for precision in precisions:
+        for semantic_nc, shapes in CALIBRATION.items():
+            for size, channels in shapes:
+                for kind in kinds:
+                    row = time_layer(semantic_nc, size, channels, kind, precision)
+                    samples.append({**row, "precision": precision, "size": size, "kind": kind})
+                    print(samples[-1], flush=True)
+    hidden = 128
+    for r in samples:
+        modulation = 2 * 9 * hidden * r["channels"]
+        r["dense_mac"] = r["pixels"] * (9 * r["semantic_nc"] * hidden + modulation)
+        r["region_mac"] = r["boundary"] * modulation + (r["semantic_nc"] + 1) * modulation / 9
+        r["moved"] = r["taps"] * hidden * r["mixed"] + 9 * hidden * r["boundary"] + 2 * r["channels"] * r["pixels"]
+    weight = np.array([1 / r["dense"] for r in samples])[:, None]  # relative errors: every layer counts
+    dense_fit = np.linalg.lstsq(np.array([[r["dense_mac"], 1.0] for r in samples]) * weight,
+                                np.array([r["dense"] for r in samples]) * weight[:, 0], rcond=None)[0]
+    region_fit = np.linalg.lstsq(np.array([[r["region_mac"], r["moved"], 1.0] for r in samples]) * weight,
+                                 np.array([r["regions"] for r in samples]) * weight[:, 0], rcond=None)[0]
+    a = dense_fit[0]
+    return {"s_per_dense_mac": a, "dense_fixed_s": dense_fit[1], "matmul_cost": region_fit[0] / a,
+            "copy_cost": region_fit[1] / a, "fixed_cost": (region_fit[2] - dense_fit[1]) / a, "samples": samples}
 
 
 # --- rows ----------------------------------------------------------------------------------------
@@ -197,7 +269,12 @@ if __name__ == "__main__":
     parser.add_argument("--precisions", nargs="*", choices=tuple(PRECISIONS))
     parser.add_argument("--batches", nargs="*", type=int)
     parser.add_argument("--layouts", nargs="*", choices=KINDS, default=KINDS)
+    parser.add_argument("--calibrate", action="store_true", help="fit the cost model's constants on per-layer times")
     args = parser.parse_args()
+    if args.calibrate:
+        fit = calibrate(tuple(args.precisions or ("float32",)), tuple(args.layouts))
+        print({k: v for k, v in fit.items() if k != "samples"})
+        raise SystemExit
 
     def show(row):
         extra = f"  ({row['dense_images_per_s']:.3g} vs {row['regions_images_per_s']:.3g} images/s)" \

@@ -1,8 +1,8 @@
 """Region-wise SPADE (`spade_impl=regions`): the dense path's outputs and gradients, for less work.
 
 Every comparison copies one set of weights into a dense and a region-wise network. `forced`
-runs the region path on every layer (no dense fallback by boundary share), so that each layout
-below really exercises it; the default threshold is checked on the generator as shipped.
+runs the region path on every layer (no dense fallback by the cost model), so that each layout
+below really exercises it; the cost model is checked on the generator as shipped.
 """
 
 import keras
@@ -22,7 +22,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture
 def forced(monkeypatch):
-    monkeypatch.setattr(spade_regions, "DENSE_ABOVE", 2.0)
+    monkeypatch.setattr(spade_regions, "region_pays", lambda *args: True)
 
 
 def one_hot(labels, label_nc, instances=None, dontcare=False):
@@ -98,15 +98,34 @@ def test_layout_codes_read_label_and_edge_and_refuse_non_one_hot():
     assert np.asarray(layout_codes(empty))[0, 0, 0].tolist() == [5, 5]  # no hot channel: "none"
 
 
-def test_boundary_maps_mark_the_5x5_rule():
+def test_region_layout_marks_the_5x5_rule():
     labels = np.zeros((1, 12, 12), np.int32)
     labels[0, :, 8:] = 1
-    codes = np.asarray(layout_codes(one_hot(labels, 2)))
-    flat3, flat5, share = spade_regions.boundary_maps(codes[..., 0], codes[..., 1], 2)
+    layout = spade_regions.region_layout(one_hot(labels, 2))
     interior = np.zeros((12, 12), bool)
     interior[2:10, 2:6] = True  # 2 from the border and from the boundary; class 1 is too narrow
-    np.testing.assert_array_equal(np.asarray(flat5)[0], interior)
-    assert abs(float(share) - (1 - interior.mean())) < 1e-6
+    np.testing.assert_array_equal(np.asarray(layout["index"])[0] <= 2, interior)  # rows 0..C: per class
+    assert int(layout["boundary"]) == 144 - interior.sum() and int(layout["pixels"]) == 144
+    mixed = np.ones((12, 12), bool)
+    mixed[1:11, 1:7] = False  # 3x3 windows inside the image and inside class 0
+    mixed[1:11, 9:11] = False
+    assert int(layout["mixed"]) == mixed.sum() and tuple(layout["mixed_rows"].shape) == (mixed.sum(), 9)
+
+
+def test_cost_model_picks_the_path_the_per_layer_measurements_found_faster():
+    """`region_pays` (constants from `bench_regions --calibrate`) on layers of the two generators:
+    Cityscapes' 36 channels at 128x128, 128 wide: regions on landscapes, dense on noise (measured
+    0.6x there); ADE20K's 151 channels at 16x16, 1024 wide: regions even on noise (measured 1.2x)."""
+    def pays(kind, semantic_nc, size, channels):
+        labels, instances = {"landscapes": landscapes, "noise": noise}[kind](1, size, size, semantic_nc - 1)
+        ade = semantic_nc == 151
+        seg = semantic_input(labels, None if ade else instances, label_nc=semantic_nc - 1, contain_dontcare_label=ade,
+                             use_instance=not ade)
+        return bool(spade_regions.region_pays(spade_regions.region_layout(seg), semantic_nc, 128, channels))
+
+    assert pays("landscapes", 36, 128, 128) and not pays("noise", 36, 128, 128)
+    assert pays("landscapes", 151, 256, 64) and not pays("noise", 151, 256, 64)
+    assert pays("noise", 151, 16, 1024)
 
 
 # --- the layer ----------------------------------------------------------------------------------
@@ -180,7 +199,7 @@ def test_generator_equals_dense_at_every_depth(forced, depth, size):
     assert_generators_agree(dense, regions, seg)
 
 
-def test_generator_equals_dense_with_default_threshold_aspect_ratio_and_noise():
+def test_generator_equals_dense_with_the_cost_model_aspect_ratio_and_noise():
     labels = np.concatenate([landscapes(1, 64, 128, 6)[0], noise(1, 64, 128, 6)[0]])
     seg = one_hot(labels, 6, dontcare=True)
     dense, regions = generator_pair(7, ngf=4, crop_size=128, aspect_ratio=2.0)

@@ -58,13 +58,16 @@ class SPADEResBlock(keras.layers.Layer):
             self.conv_s.build(x_shape)
 
     def call(self, x, segmap, training=None):
+        # The block's SPADE layers share one resolution: the layout is read once for all of them.
+        layout = self.norm_0.layout(segmap, ops.shape(x)[1], ops.shape(x)[2], training)
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s(x, segmap, training=training), training=training)
+            x_s = self.conv_s(self.norm_s(x, segmap, layout=layout, training=training), training=training)
         else:
             x_s = x
-        dx = self.conv_0(ops.leaky_relu(self.norm_0(x, segmap, training=training), 0.2), training=training)
-        dx = self.conv_1(ops.leaky_relu(self.norm_1(dx, segmap, training=training), 0.2), training=training)
-        return x_s + dx
+        dx = ops.leaky_relu(self.norm_0(x, segmap, layout=layout, training=training), 0.2)
+        dx = self.conv_0(dx, training=training)
+        dx = ops.leaky_relu(self.norm_1(dx, segmap, layout=layout, training=training), 0.2)
+        return x_s + self.conv_1(dx, training=training)
 
     def compute_output_shape(self, x_shape, segmap_shape):
         return tuple(x_shape[:-1]) + (self.filters,)

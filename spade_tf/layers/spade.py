@@ -50,38 +50,39 @@ class SPADE(keras.layers.Layer):
         self.mlp_gamma.build(hidden_shape)
         self.mlp_beta.build(hidden_shape)
 
-    def call(self, x, segmap, training=None):
+    def call(self, x, segmap, layout=None, training=None):
+        """`layout`: this resolution's `layout(...)`, when the caller shares it between layers."""
         normalized = self.param_free_norm(x, training=training)
         height, width = ops.shape(x)[1], ops.shape(x)[2]
+        layout = self.layout(segmap, height, width, training) if layout is None else layout
         dense = lambda: self.dense_modulation(segmap, height, width)  # noqa: E731
-        if self.spade_impl == "dense" or self.kernel_size != 3:
-            gamma, beta = dense()
+        if layout is None:
+            scale, beta = dense()
+        elif training:  # static shapes: lookups for mlp_shared, dense gamma and beta
+            scale, beta = ops.cond(layout["one_hot"], lambda: self.lookup_modulation(layout), dense)
         else:
-            codes = spade_regions.layout_codes(nearest_resize(segmap, height, width))
-            first, second = codes[..., 0], codes[..., 1]
-            one_hot = ops.all(first != spade_regions.NOT_ONE_HOT)
-            if training:  # static shapes: lookups for mlp_shared, dense gamma and beta
-                gamma, beta = ops.cond(one_hot, lambda: self.lookup_modulation(first, second), dense)
-            else:
-                gamma, beta = ops.cond(one_hot, lambda: self.region_modulation(first, second, dense), dense)
-        return normalized * (1 + gamma) + beta
+            hidden, channels = self.hidden_channels, x.shape[-1]
+            pays = spade_regions.region_pays(layout, self.mlp_shared.kernel.shape[2], hidden, channels)
+            regions = lambda: spade_regions.region_modulation(  # noqa: E731
+                self.mlp_shared, self.mlp_gamma, self.mlp_beta, layout, self.compute_dtype)
+            scale, beta = ops.cond(ops.logical_and(layout["one_hot"], pays), regions, dense)
+        return normalized * scale + beta
+
+    def layout(self, segmap, height, width, training=None):
+        """What the region path needs of the layout at this resolution (`spade_regions.region_layout`),
+        the same for every SPADE layer of a residual block; None when this layer runs dense."""
+        if self.spade_impl == "dense" or self.kernel_size != 3:
+            return None
+        return spade_regions.region_layout(nearest_resize(segmap, height, width), static=bool(training))
 
     def dense_modulation(self, segmap, height, width):
+        """(1 + gamma, beta) from the three convolutions."""
         actv = self.mlp_shared(nearest_resize(segmap, height, width))
-        return self.mlp_gamma(actv), self.mlp_beta(actv)
+        return 1 + self.mlp_gamma(actv), self.mlp_beta(actv)
 
-    def lookup_modulation(self, first, second):
-        actv = spade_regions.shared_lookup(self.mlp_shared, first, second, self.compute_dtype)
-        return self.mlp_gamma(actv), self.mlp_beta(actv)
-
-    def region_modulation(self, first, second, dense):
-        """Per class inside regions; the dense convolutions when boundaries dominate (small maps)."""
-        none = self.mlp_shared.kernel.shape[2]
-        flat3, flat5, share = spade_regions.boundary_maps(first, second, none)
-        regions = lambda: spade_regions.region_modulation(  # noqa: E731
-            self.mlp_shared, self.mlp_gamma, self.mlp_beta, first, second, flat3, flat5, self.compute_dtype
-        )
-        return ops.cond(share > spade_regions.DENSE_ABOVE, dense, regions)
+    def lookup_modulation(self, layout):
+        actv = spade_regions.shared_lookup(self.mlp_shared, layout["first"], layout["second"], self.compute_dtype)
+        return 1 + self.mlp_gamma(actv), self.mlp_beta(actv)
 
     def compute_output_shape(self, x_shape, segmap_shape):
         return x_shape

@@ -10,14 +10,18 @@ most of that arithmetic unnecessary, with the same result (up to the order of th
   e.g. no instance edge) has the gamma and beta of its class: the convolutions see the same
   inputs everywhere in that window. Those are computed once per class (`region_modulation`).
   Only the other pixels (near a label boundary or the border) need the real convolution, run
-  as one matrix product on their gathered 3x3 patches; everything is put in place by gathers.
+  as a matrix product on their gathered 3x3 patches; everything is put in place by gathers.
+
+What depends only on the layout (class codes, which pixels are boundaries, every gather index)
+is computed once per resolution by `region_layout` and shared by the SPADE layers of a residual
+block; each layer then does only the work that needs its weights.
 
 Class ids come from the float semantic map (`layout_codes`): each pixel's first and second
 channel equal to 1 (the label and, with instance maps, the edge channel), with the number of
 channels as "none". A pixel whose values are not 0/1 with at most two ones is "not one-hot";
-a layer that reads such a pixel runs the dense convolutions. So does a layer whose share of
-boundary pixels is above `DENSE_ABOVE` (measured by `python -m bench`: there the gathers cost
-more than the convolutions they save); the choice is made per layer, inside the graph.
+a layer that reads such a pixel runs the dense convolutions. So does a layer where the region
+path would cost more than the dense one (`region_pays`, a cost model evaluated inside the graph
+from the layer's channels, the number of classes and the number of boundary pixels).
 
 Shapes are dynamic (the number of boundary pixels depends on the layout): the inference path
 is for graphs without XLA (the export, `generate`, the servers). The training path
@@ -26,9 +30,16 @@ is for graphs without XLA (the export, `generate`, the servers). The training pa
 
 from keras import ops
 
-DENSE_ABOVE = 0.6  # boundary share above which a layer runs the dense convolutions
 NOT_ONE_HOT = -1  # first code of a pixel that is not 0/1 with at most two ones
 TAPS = [(dy, dx) for dy in range(3) for dx in range(3)]
+
+# The cost model of `region_pays`, in units of the dense convolutions' time per multiply-add.
+# Measured with `python -m bench.bench_regions --calibrate` (2026-12-03, Intel Xeon, 2 cores, fp32:
+# one layer's two paths timed alternately at every resolution and width of the ADE20K and
+# Cityscapes generators, on landscapes, Voronoi-30 and noise; least squares on relative times).
+MATMUL_COST = 0.75  # per multiply-add of the region path's matrix products (no im2col, no padding)
+COPY_COST = 118.0  # per float the region path's lookups and gathers move (memory-bound ops)
+FIXED_COST = -2.5e8  # per layer, region path minus dense: small convolutions carry more overhead
 
 
 def layout_codes(segmap):
@@ -64,6 +75,13 @@ def _windows(padded, height, width):
     return [padded[:, dy:dy + height, dx:dx + width] for dy, dx in TAPS]
 
 
+def _all(maps):
+    out = maps[0]
+    for m in maps[1:]:
+        out = ops.logical_and(out, m)
+    return out
+
+
 def _flat_maps(first, second, none):
     """(flat3, flat5): the 3x3 (5x5) window lies inside the image, one first code, no second code."""
     height, width = ops.shape(first)[1], ops.shape(first)[2]
@@ -74,21 +92,13 @@ def _flat_maps(first, second, none):
     return flat3, flat5
 
 
-def _all(maps):
-    out = maps[0]
-    for m in maps[1:]:
-        out = ops.logical_and(out, m)
-    return out
-
-
 def _positions(mask):
     """Row-major flat indices of the True pixels of [batch, h, w], in the grid padded by 1
     (the top-left tap of each pixel's 3x3 window), and each pixel's rank among them."""
     shape = ops.shape(mask)
     height, width = shape[1], shape[2]
     flat = ops.reshape(mask, (-1,))
-    index = ops.reshape(ops.nonzero(flat)[0], (-1,))
-    index = ops.cast(index, "int32")
+    index = ops.cast(ops.reshape(ops.nonzero(flat)[0], (-1,)), "int32")
     b, y, x = index // (height * width), index // width % height, index % width
     padded = (b * (height + 2) + y) * (width + 2) + x
     rank = ops.reshape(ops.cumsum(ops.cast(flat, "int32")) - 1, shape)
@@ -97,6 +107,64 @@ def _positions(mask):
 
 def _kernel(conv):
     return ops.cast(conv.kernel, "float32")
+
+
+# --- what every SPADE layer of one resolution shares ------------------------------------------
+
+def region_layout(segmap, static=False):
+    """The layout's part of the region path for a semantic map at a layer's resolution.
+
+    A dict of tensors: `first`, `second` (class codes [batch, h, w]) and `one_hot` (scalar);
+    unless `static`, also `pixels`, `mixed` and `boundary` (counts of all pixels, of those whose
+    3x3 window is not flat, of those whose 5x5 window is not), `mixed_rows` ([mixed, taps] rows
+    of `mlp_shared`'s tap table), `patch_rows` ([boundary * 9] rows of a layer's activation table)
+    and `index` ([batch, h, w] rows of its gamma/beta table).
+    """
+    codes = layout_codes(segmap)
+    first, second = codes[..., 0], codes[..., 1]
+    layout = {"first": first, "second": second, "one_hot": ops.all(first != NOT_ONE_HOT)}
+    if static:
+        return layout
+    none = segmap.shape[-1]
+    width = ops.shape(first)[2]
+    flat3, flat5 = _flat_maps(first, second, none)
+    offsets = ops.stack([dy * (width + 2) + dx for dy, dx in TAPS])
+    tap_rows = ops.arange(9, dtype="int32") * (none + 1)
+
+    mixed, mixed_rank = _positions(ops.logical_not(flat3))
+    window = mixed[:, None] + offsets[None, :]
+
+    def rows(codes):
+        return ops.take(ops.reshape(_pad(codes, none), (-1,)), window, axis=0) + tap_rows
+
+    # Second codes (instance edges) add 9 lookups per pixel, only where a layout has them.
+    mixed_rows = ops.cond(ops.any(second < none), lambda: ops.concatenate([rows(first), rows(second)], 1),
+                          lambda: rows(first))
+    # activation rows: classes 0..C (flat windows), C + 1 = zero (outside the image), then mixed pixels
+    actv_index = ops.reshape(_pad(ops.where(flat3, first, none + 2 + mixed_rank), none + 1), (-1,))
+    boundary, boundary_rank = _positions(ops.logical_not(flat5))
+    patch_rows = ops.take(actv_index, ops.reshape(boundary[:, None] + offsets[None, :], (-1,)), axis=0)
+    counts = [ops.size(first), ops.shape(mixed)[0], ops.shape(boundary)[0]]
+    layout.update(zip(("pixels", "mixed", "boundary"), (ops.convert_to_tensor(c, "int32") for c in counts)))
+    layout.update(mixed_rows=mixed_rows, patch_rows=patch_rows, index=ops.where(flat5, first, none + 1 + boundary_rank))
+    return layout
+
+
+def region_pays(layout, semantic_nc, hidden, channels):
+    """Whether the region path costs less than the dense convolutions for this layer (a bool tensor).
+
+    Dense: `mlp_shared` and `mlp_gamma`/`mlp_beta` at every pixel. Regions: the 3x3 convolution at
+    the boundary pixels and once per class (`MATMUL_COST` each), plus what its ops move (the lookups
+    of the mixed pixels, the boundary patches, gamma and beta at every pixel; `COPY_COST` each),
+    plus `FIXED_COST`. Counts in float32: a layer's counts reach 10^10.
+    """
+    pixels, mixed, boundary = (ops.cast(layout[k], "float32") for k in ("pixels", "mixed", "boundary"))
+    modulation = 2 * 9 * hidden * channels
+    dense = pixels * (9 * semantic_nc * hidden + modulation)
+    moved = ops.cast(ops.shape(layout["mixed_rows"])[1], "float32") * hidden * mixed
+    moved = moved + 9 * hidden * boundary + 2 * channels * pixels
+    regions = MATMUL_COST * (boundary + (semantic_nc + 1) / 9) * modulation + COPY_COST * moved + FIXED_COST
+    return regions < dense
 
 
 # --- the two computations ----------------------------------------------------------------
@@ -120,44 +188,22 @@ def shared_lookup(conv, first, second, dtype):
     return ops.cast(ops.relu(pre + ops.cast(conv.bias, "float32")), dtype)
 
 
-def region_modulation(shared, gamma_conv, beta_conv, first, second, flat3, flat5, dtype):
-    """(gamma, beta) [batch, h, w, channels]: per class inside regions, convolved at boundaries."""
-    width = ops.shape(first)[2]
-    none = shared.kernel.shape[2]
-    hidden = shared.kernel.shape[3]
+def region_modulation(shared, gamma_conv, beta_conv, layout, dtype):
+    """(1 + gamma, beta) [batch, h, w, channels]: per class inside regions, convolved at boundaries."""
+    none, hidden = shared.kernel.shape[2], shared.kernel.shape[3]
     taps = ops.reshape(ops.pad(_kernel(shared), [[0, 0], [0, 0], [0, 1], [0, 0]]), (9 * (none + 1), hidden))
-    summed = ops.sum(ops.reshape(taps, (9, none + 1, hidden)), axis=0)  # conv of a flat window
+    flat = ops.sum(ops.reshape(taps, (9, none + 1, hidden)), axis=0)  # mlp_shared on a flat window
+    mixed = ops.sum(ops.take(taps, layout["mixed_rows"], axis=0), axis=1)  # ... and on the others
     bias = ops.cast(shared.bias, "float32")
-    offsets = ops.stack([dy * (width + 2) + dx for dy, dx in TAPS])
-    tap_rows = ops.arange(9, dtype="int32") * (none + 1)
+    actv = ops.relu(ops.concatenate([flat + bias, ops.zeros((1, hidden)), mixed + bias], axis=0))
+    patches = ops.reshape(ops.take(ops.cast(actv, dtype), layout["patch_rows"], axis=0), (-1, 9 * hidden))
 
-    # mlp_shared at the pixels whose 3x3 window is not flat: 9 (+9) kernel rows each.
-    mixed, mixed_rank = _positions(ops.logical_not(flat3))
-    window = mixed[:, None] + offsets[None, :]
-    codes = [ops.take(ops.reshape(_pad(c, none), (-1,)), window, axis=0) + tap_rows for c in (first, second)]
-    mixed_pre = ops.sum(ops.take(taps, ops.concatenate(codes, axis=1), axis=0), axis=1)
-    # rows: classes 0..C (flat windows), C + 1 = zero (outside the image), then the mixed pixels
-    actv = ops.relu(ops.concatenate([summed + bias, ops.zeros((1, hidden)), mixed_pre + bias], axis=0))
-    actv_index = _pad(ops.where(flat3, first, none + 2 + mixed_rank), none + 1)
+    def modulation(conv, offset):
+        """conv + offset: once per class (rows 0..C), then at the boundary pixels; gathered in place."""
+        bias = ops.cast(conv.bias, "float32")
+        per_class = ops.matmul(actv[: none + 1], ops.sum(_kernel(conv), axis=(0, 1))) + bias
+        at_boundary = ops.matmul(patches, ops.reshape(ops.cast(conv.kernel, dtype), (9 * hidden, -1)))
+        table = ops.concatenate([ops.cast(per_class, dtype), at_boundary + ops.cast(bias, dtype)], axis=0)
+        return ops.take(table + offset if offset else table, layout["index"], axis=0)
 
-    # mlp_gamma | mlp_beta: one matrix product on the boundary pixels' 3x3 patches ...
-    channels = gamma_conv.kernel.shape[3]
-    kernel = ops.concatenate([_kernel(gamma_conv), _kernel(beta_conv)], axis=3)  # [3, 3, hidden, 2 * channels]
-    out_bias = ops.concatenate([ops.cast(gamma_conv.bias, "float32"), ops.cast(beta_conv.bias, "float32")], 0)
-    boundary, boundary_rank = _positions(ops.logical_not(flat5))
-    patch_index = ops.take(ops.reshape(actv_index, (-1,)), boundary[:, None] + offsets[None, :], axis=0)
-    patches = ops.reshape(ops.take(ops.cast(actv, dtype), patch_index, axis=0), (-1, 9 * hidden))
-    at_boundary = ops.matmul(patches, ops.cast(ops.reshape(kernel, (9 * hidden, 2 * channels)), dtype))
-    at_boundary = at_boundary + ops.cast(out_bias, dtype)
-    # ... and once per class inside regions.
-    per_class = ops.matmul(actv[: none + 1], ops.sum(ops.reshape(kernel, (9, hidden, 2 * channels)), 0)) + out_bias
-    table = ops.concatenate([ops.cast(per_class, dtype), at_boundary], axis=0)
-    index = ops.where(flat5, first, none + 1 + boundary_rank)
-    return ops.take(table[:, :channels], index, axis=0), ops.take(table[:, channels:], index, axis=0)
-
-
-def boundary_maps(first, second, none):
-    """(flat3, flat5, boundary share) of a layer's class maps."""
-    flat3, flat5 = _flat_maps(first, second, none)
-    share = 1.0 - ops.mean(ops.cast(flat5, "float32"))
-    return flat3, flat5, share
+    return modulation(gamma_conv, 1.0), modulation(beta_conv, 0.0)

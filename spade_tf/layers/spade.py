@@ -3,11 +3,12 @@
 import keras
 from keras import ops
 
+from spade_tf.config_rules import CHOICES
 from spade_tf.layers import spade_regions
 from spade_tf.layers.normalization import param_free_norm
 from spade_tf.layers.resize import nearest_resize
 
-SPADE_IMPLS = ("dense", "regions")
+SPADE_IMPLS = CHOICES["model.spade_impl"]  # the config's list, written once
 
 
 @keras.saving.register_keras_serializable(package="spade_tf")

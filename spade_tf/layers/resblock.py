@@ -1,8 +1,8 @@
 """The SPADE residual block (Park et al., 2019, Fig. 4)."""
 
 import keras
-from keras import ops
 
+from spade_tf.layers.activation import leaky_relu
 from spade_tf.layers.normalization import parse_spade_norm
 from spade_tf.layers.spade import SPADE
 from spade_tf.layers.spectral_norm import SpectralNorm
@@ -62,8 +62,8 @@ class SPADEResBlock(keras.layers.Layer):
             x_s = self.conv_s(self.norm_s(x, segmap, training=training), training=training)
         else:
             x_s = x
-        dx = self.conv_0(ops.leaky_relu(self.norm_0(x, segmap, training=training), 0.2), training=training)
-        dx = self.conv_1(ops.leaky_relu(self.norm_1(dx, segmap, training=training), 0.2), training=training)
+        dx = self.conv_0(leaky_relu(self.norm_0(x, segmap, training=training), 0.2), training=training)
+        dx = self.conv_1(leaky_relu(self.norm_1(dx, segmap, training=training), 0.2), training=training)
         return x_s + dx
 
     def compute_output_shape(self, x_shape, segmap_shape):

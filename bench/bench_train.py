@@ -12,8 +12,10 @@ batch-1 iteration, 2,833.1 for Cityscapes, twice that at batch 2), whatever our 
 Peak memory is the child's whole ru_maxrss (TensorFlow, weights, optimizer states, activations),
 as the reference's.
 
-Targets (issue 5): fp32 >= 0.75 of the fp32 matmul rate; mixed bf16 >= 1.6x our own fp32 step;
-peak memory <= the reference's at ADE20K batch 2 (5,283 MiB).
+Targets: fp32 >= 0.75 of the fp32 matmul rate; mixed bf16 >= 1.6x our own fp32 step; peak memory
+at ADE20K batch 2 <= 0.9 x the reference's (5,348 MiB for NVlabs/SPADE in fp32, measured side by side
+with spade-tf on 2026-12-02: at most 4,813 MiB), for fp32 and lower still for bf16. The training
+command's allocator settings (`spade_tf.training.memory`) apply in every child, as in training.
 
     python -m bench.bench_train [--quick]
     python -m bench.bench_train --phases     # where the ADE20K fp32 batch-2 peak goes (memory_phases)
@@ -32,7 +34,7 @@ SETTINGS = {  # label, preset, key under "configs" in spade_torch_cpu.json, its 
 PRECISIONS = {"float32": "fp32", "bfloat16": "bf16"}
 TARGET_FP32_FRACTION = 0.75
 TARGET_BF16_SPEEDUP = 1.6
-REFERENCE_PEAK_ADE20K_BATCH_2 = "configs.ade20k.train.bs2.peak_rss_mib"
+PEAK_TARGET_ADE20K_BATCH_2_MIB = 4813  # 0.9 x 5,348 MiB, the reference side by side (2026-12-02)
 TIMED_STEPS = 3
 
 
@@ -49,6 +51,9 @@ def setting_config(setting: str, batch: int, precision: str, overrides=()):
 
 def time_step(setting: str, batch: int, precision: str, overrides=()) -> dict:
     """Builds the trainer for one case and times its training iteration on random data."""
+    from spade_tf.training.memory import release_freed_memory
+
+    release_freed_memory()  # as the training command does, before TensorFlow allocates
     import tensorflow as tf
 
     from spade_tf.training.trainer import Trainer
@@ -106,6 +111,9 @@ def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "flo
     the allocator's heap: so these peaks are what a phase adds on top of everything before it, and the
     resident memory before the last step holds the high-water of the step's activations.
     """
+    from spade_tf.training.memory import release_freed_memory
+
+    release_freed_memory()
     import tensorflow as tf
 
     from bench.machine import peak_rss_mib, reset_peak_rss
@@ -191,14 +199,14 @@ def run(quick: bool = False, overrides=()) -> list:
     if not quick:
         rows.append(lookups_vs_dense("ade20k", overrides))
     if exact:
-        from bench import reference_figure
-
-        limit = reference_figure(REFERENCE_PEAK_ADE20K_BATCH_2)
+        fp32_peak = peaks.get(("ade20k", "float32", 2))
         for precision, short in PRECISIONS.items():
             peak = peaks.get(("ade20k", precision, 2))
+            limit = PEAK_TARGET_ADE20K_BATCH_2_MIB if precision == "float32" else fp32_peak
             if peak is not None and limit is not None:
                 rows.append({"name": f"train/{SETTINGS['ade20k'][0]} {short} batch 2 peak memory", "value": peak,
-                             "unit": "MiB", "target": {"max": limit, "note": "the reference's peak"}})
+                             "unit": "MiB", "target": {"max": limit, "note": "0.9 x the reference's peak"
+                                                       if precision == "float32" else "below the fp32 peak"}})
     return rows
 
 

@@ -112,11 +112,15 @@ class ModelManager:
             self._poller = threading.Thread(target=self._poll_loop, name="model_poller", daemon=True)
             self._poller.start()
 
-    def stop(self):
-        """Stop polling and unload everything."""
+    def stop(self, timeout=None):
+        """Stop polling and unload everything. A model load in progress is waited for up to `timeout`
+        seconds (None: until it ends); after that the poller (a daemon thread) is left to finish it
+        alone, and no further load starts."""
         self._stop.set()
         if self._poller is not None:
-            self._poller.join()
+            self._poller.join(timeout)
+            if self._poller.is_alive():
+                log.info("Stopping while a model load is in progress: not waiting for it")
         with self._lock:
             self._models = {}
 
@@ -147,7 +151,7 @@ class ModelManager:
                 to_load = sorted(wanted - set(model.servables))
                 for version in to_load:
                     model.statuses[version] = VersionStatus(State.LOADING)
-            if not to_load:
+            if not to_load or self._stop.is_set():
                 break
             for version in to_load:
                 self._load(model, version, on_disk[version])

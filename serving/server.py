@@ -247,11 +247,11 @@ class ModelServer:
         """Stop the threads and unload; batches still queued get `timeout` seconds to run (None: all run)."""
         self._stop.set()
         if self._config_watcher is not None:
-            self._config_watcher.join()
+            self._config_watcher.join(timeout)  # it may be loading a new config's models
         if self._rest is not None:
             self._rest.close(0)
             self._rest = None
-        self._manager.stop()
+        self._manager.stop(timeout)
         if self._scheduler is not None:
             self._scheduler.close(timeout)
 

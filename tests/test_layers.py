@@ -118,3 +118,26 @@ def test_conv_norm_is_the_references_nonspade_norm_layer(norm, spectral, norm_cl
     assert y.shape == (1, 3, 3, 6) and y.dtype == "bfloat16"  # "valid": the callers pad as PyTorch
     transposed = conv_norm("instance", 3, 3, ("t", "t_sn", "t_norm"), strides=2, transpose=True)
     assert type(transposed.conv).__name__ == "Conv2DTranspose" and transposed.conv.use_bias is False
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_leaky_relu_keeps_keras_values_and_gradients(dtype):
+    import tensorflow as tf
+
+    from spade_tf.layers import LeakyReLU, leaky_relu
+
+    x = tf.constant(np.concatenate([[0.0, -0.0, 1e-30, -1e-30, 3.0, -3.0],
+                                    np.random.default_rng(0).normal(size=58)]).astype("float32"), dtype)
+    upstream = tf.constant(np.random.default_rng(1).normal(size=64).astype("float32"), dtype)
+    grads = []
+    for fn in (leaky_relu, lambda t: keras.ops.leaky_relu(t, 0.2)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+        grads.append(tape.gradient(y, x, output_gradients=upstream))
+        np.testing.assert_array_equal(np.array(y, "float32"), np.array(keras.ops.leaky_relu(x, 0.2), "float32"))
+    np.testing.assert_array_equal(np.array(grads[0], "float32"), np.array(grads[1], "float32"))
+    layer = LeakyReLU(0.2)
+    check_config_round_trip(layer, lambda lay: lay(np.linspace(-1, 1, 8, dtype="float32")))
+    with pytest.raises(ValueError, match="negative_slope must be in"):
+        LeakyReLU(1.5)

@@ -642,3 +642,31 @@ def test_server_options_are_checked_as_the_config_checks_them(base):
                            ({"max_batch_size": "8"}, "'serve.max_batch_size' must be of type int")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             server_module.ModelServer(model_base_path=str(base), **flags)
+
+
+def test_stopping_does_not_wait_for_a_model_load_in_progress(tmp_path, monkeypatch):
+    from serving import servables
+
+    (tmp_path / "model" / "1").mkdir(parents=True)
+    (tmp_path / "model" / "2").mkdir()
+    started, release, loads = threading.Event(), threading.Event(), []
+
+    def slow_load(name, version, path):
+        loads.append(version)
+        started.set()
+        release.wait(60)
+        raise RuntimeError("never loads")
+
+    monkeypatch.setattr(servables, "load_servable", slow_load)
+    manager = servables.ModelManager(poll_wait_seconds=0.05)
+    manager.set_config(model_server_config_pb2.ModelConfigList())
+    manager._models["m"] = servables._Model(servables.config_for_model("m", tmp_path / "model").config[0])
+    manager.start_polling()
+    assert started.wait(30)
+    begin = time.monotonic()
+    manager.stop(timeout=0.5)
+    took = time.monotonic() - begin
+    release.set()
+    time.sleep(0.3)  # the poller finishes the load it was in, and starts no other
+    assert took < 3, f"stop waited {took:.1f} s for a model load in progress"
+    assert loads == [2]

@@ -11,6 +11,9 @@ import sys
 
 
 def main(argv=None, prog=None) -> int:
+    from spade_tf.training.memory import release_freed_memory
+
+    release_freed_memory()  # before TensorFlow allocates anything
     from spade_tf.config import ConfigError, add_config_arguments, config_from_args
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,5 +1,6 @@
 """Keras 3 layers of SPADE (Park et al., 2019), channels last."""
 
+from spade_tf.layers.activation import LeakyReLU, leaky_relu
 from spade_tf.layers.normalization import ConvNorm, conv_norm, nonspade_norm, param_free_norm, parse_norm, parse_spade_norm
 from spade_tf.layers.padding import ReflectionPad2D, SymmetricPad2D
 from spade_tf.layers.resblock import SPADEResBlock
@@ -10,6 +11,8 @@ from spade_tf.layers.spectral_norm import SpectralNorm
 
 __all__ = [
     "ConvNorm",
+    "LeakyReLU",
+    "leaky_relu",
     "SPADE",
     "SPADE_IMPLS",
     "layout_codes",

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from spade_tf.layers.activation import leaky_relu
 from spade_tf.layers.normalization import parse_spade_norm
 from spade_tf.layers.spade import SPADE
 from spade_tf.layers.spectral_norm import SpectralNorm
@@ -64,9 +65,9 @@ class SPADEResBlock(keras.layers.Layer):
             x_s = self.conv_s(self.norm_s(x, segmap, layout=layout, training=training), training=training)
         else:
             x_s = x
-        dx = ops.leaky_relu(self.norm_0(x, segmap, layout=layout, training=training), 0.2)
+        dx = leaky_relu(self.norm_0(x, segmap, layout=layout, training=training), 0.2)
         dx = self.conv_0(dx, training=training)
-        dx = ops.leaky_relu(self.norm_1(dx, segmap, layout=layout, training=training), 0.2)
+        dx = leaky_relu(self.norm_1(dx, segmap, layout=layout, training=training), 0.2)
         return x_s + self.conv_1(dx, training=training)
 
     def compute_output_shape(self, x_shape, segmap_shape):

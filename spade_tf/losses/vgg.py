@@ -153,7 +153,10 @@ class VGGLoss:
 
     Images in [-1, 1], fed without ImageNet normalisation as in the reference; w = 1/32, 1/16, 1/8,
     1/4, 1 for relu1_1 ... relu5_1; each L1 is the mean over an example's elements; real features
-    are under stop_gradient. Fake and real go through the network as one batch.
+    are under stop_gradient. Fake and real go through the network separately, so that training keeps
+    no activation of the real pass (the reference calls it twice too), and the fake's pass is
+    rematerialised (`keras.remat`): its activations are recomputed in the backward pass instead of
+    kept, about 1.5 % more arithmetic in a training step for about 0.2 GB less at ADE20K batch 2.
     """
 
     def __init__(self, vgg, lambda_vgg):
@@ -165,9 +168,10 @@ class VGGLoss:
         if not compatible or fake.shape[-1] != 3:
             raise ValueError(f"VGGLoss: fake and real must both be RGB images [batch, H, W, 3] of one "
                              f"shape; got {tuple(fake.shape)} and {tuple(real.shape)}")
-        images = ops.concatenate([ops.cast(fake, "float32"), ops.stop_gradient(ops.cast(real, "float32"))], 0)
+        real_features = self.vgg(ops.stop_gradient(ops.cast(real, "float32")))
         loss = 0.0
-        for weight, features in zip(FEATURE_WEIGHTS, self.vgg(images)):
-            f, r = ops.split(ops.cast(features, "float32"), 2, axis=0)
-            loss = loss + weight * per_example_mean(ops.abs(f - ops.stop_gradient(r)))
+        fake_features = keras.remat(self.vgg)(ops.cast(fake, "float32"))
+        for weight, f, r in zip(FEATURE_WEIGHTS, fake_features, real_features):
+            f, r = ops.cast(f, "float32"), ops.stop_gradient(ops.cast(r, "float32"))
+            loss = loss + weight * per_example_mean(ops.abs(f - r))
         return loss * self.lambda_vgg

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from spade_tf.layers import SymmetricPad2D, conv_norm
+from spade_tf.layers import LeakyReLU, SymmetricPad2D, conv_norm
 from spade_tf.models.network import Network, policy
 
 
@@ -49,13 +49,13 @@ class NLayerDiscriminator(Network):
         inputs = keras.Input((None, None, input_nc), name="input")
         features = []
         x = _conv_group(inputs, ndf, 2, None, "model0", dtype)
-        x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+        x = LeakyReLU(0.2, dtype=dtype)(x)
         features.append(x)
         nf = ndf
         for n in range(1, n_layers_D):
             nf = min(nf * 2, 512)
             x = _conv_group(x, nf, 1 if n == n_layers_D - 1 else 2, norm_D, f"model{n}", dtype)
-            x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+            x = LeakyReLU(0.2, dtype=dtype)(x)
             features.append(x)
         features.append(_conv_group(x, 1, 1, None, f"model{n_layers_D}", dtype))
         features = [keras.layers.Identity(dtype="float32", name=f"feature{i}")(f) for i, f in enumerate(features)]

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from spade_tf.layers import SymmetricPad2D, conv_norm
+from spade_tf.layers import LeakyReLU, SymmetricPad2D, conv_norm
 from spade_tf.models.network import Network, policy
 
 Z_DIM = 256  # the reference hard-codes its linear heads to 256 outputs
@@ -27,11 +27,11 @@ class ConvEncoder(Network):
         for i, mult in enumerate((1, 2, 4, 8, 8, 8)):
             name = f"layer{i + 1}"
             if i:
-                x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+                x = LeakyReLU(0.2, dtype=dtype)(x)
             x = SymmetricPad2D(1, name=f"{name}_pad", dtype=dtype)(x)
             names = (f"{name}_conv", f"{name}_sn", f"{name}_norm")
             x = conv_norm(norm_E, mult * ngf, 3, names, strides=2, dtype=dtype)(x)
-        x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+        x = LeakyReLU(0.2, dtype=dtype)(x)
         x = keras.layers.Permute((3, 1, 2), dtype=dtype)(x)  # flatten channel-major, as the reference's NCHW view
         x = keras.layers.Flatten(dtype=dtype)(x)
         mu = keras.layers.Dense(Z_DIM, dtype="float32", name="fc_mu")(x)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from spade_tf.layers import NearestDownsample, SPADEResBlock
+from spade_tf.layers import LeakyReLU, NearestDownsample, SPADEResBlock
 from spade_tf.models.network import Network, policy
 
 NUM_UPSAMPLINGS = {"normal": 5, "more": 6, "most": 7}
@@ -115,7 +115,7 @@ class SPADEGenerator(Network):
             x = block(mult * nf, f"up_{i}")(up(x), segmap)
         if n == 7:
             x = block(nf // 2, "up_4")(up(x), segmap)
-        x = keras.layers.LeakyReLU(0.2, dtype=dtype)(x)
+        x = LeakyReLU(0.2, dtype=dtype)(x)
         x = keras.layers.Conv2D(3, 3, padding="same", name="conv_img", dtype=dtype)(x)
         image = keras.layers.Activation("tanh", dtype="float32", name="image")(x)
         super().__init__(inputs, image, config, dtype, **kwargs)

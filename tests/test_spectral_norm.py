@@ -103,3 +103,25 @@ def test_config_round_trip_keeps_the_wrapped_layer():
     clone.set_weights(layer.get_weights())
     np.testing.assert_allclose(np.array(clone(x)), np.array(layer(x)), atol=1e-6)
     assert clone.layer.filters == 4 and clone.eps == layer.eps
+
+
+def test_training_divides_the_output_of_a_wide_convolution_with_the_same_result_and_gradients(monkeypatch):
+    layer, x = make(out=64, cin=32, k=3)  # kernel 18,432 values, output 3,200: the output is divided
+    assert layer.divides_outputs(x, training=True)
+    assert not layer.divides_outputs(x, training=False)
+    narrow, narrow_x = make(out=2, cin=3, k=1)
+    assert not narrow.divides_outputs(narrow_x, training=True)  # a kernel smaller than its output
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 5, 64)).astype("float32"))
+    state = [v.numpy() for v in (layer.u, layer.v)]
+    results = []
+    for divides in (True, False):
+        monkeypatch.setattr(SpectralNorm, "divides_outputs", lambda self, inputs, training=False, d=divides: d)
+        for v, value in zip((layer.u, layer.v), state):
+            v.assign(value)
+        with tf.GradientTape() as tape:
+            y = layer(x, training=True)
+        results.append((y.numpy(), [g.numpy() for g in tape.gradient(y, layer.trainable_variables, upstream)]))
+    (y, grads), (y_ref, grads_ref) = results
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-5 * np.abs(y_ref).max())
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert np.linalg.norm(g - g_ref) <= 1e-5 * np.linalg.norm(g_ref)

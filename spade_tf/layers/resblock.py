@@ -5,6 +5,7 @@ from keras import ops
 
 from spade_tf.layers.activation import leaky_relu
 from spade_tf.layers.normalization import parse_spade_norm
+from spade_tf.layers.resize import nearest_resize
 from spade_tf.layers.spade import SPADE
 from spade_tf.layers.spectral_norm import SpectralNorm
 
@@ -59,8 +60,10 @@ class SPADEResBlock(keras.layers.Layer):
             self.conv_s.build(x_shape)
 
     def call(self, x, segmap, training=None):
-        # The block's SPADE layers share one resolution: the layout is read once for all of them.
-        layout = self.norm_0.layout(segmap, ops.shape(x)[1], ops.shape(x)[2], training)
+        # The block's SPADE layers share one resolution: the layout is resized and read once for all.
+        height, width = ops.shape(x)[1], ops.shape(x)[2]
+        segmap = nearest_resize(segmap, height, width)
+        layout = self.norm_0.layout(segmap, height, width, training)
         if self.learned_shortcut:
             x_s = self.conv_s(self.norm_s(x, segmap, layout=layout, training=training), training=training)
         else:

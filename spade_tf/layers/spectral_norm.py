@@ -53,7 +53,8 @@ class SpectralNorm(keras.layers.Wrapper):
         w = ops.transpose(kernel, perm)
         return ops.reshape(w, (ops.shape(w)[0], -1))
 
-    def normalized_kernel(self, training=False):
+    def sigma(self, training=False):
+        """The largest singular value's estimate u . (W v); in training after one power iteration."""
         w = self.weight_matrix()
         u, v = self.u.value, self.v.value
         if training:
@@ -62,22 +63,40 @@ class SpectralNorm(keras.layers.Wrapper):
             u = _l2_normalize(ops.matmul(w_const, v), self.eps)  # W v
             self.u.assign(u)
             self.v.assign(v)
-        sigma = ops.sum(u * ops.matmul(w, v))
-        return self.layer.kernel / sigma
+        return ops.sum(u * ops.matmul(w, v))
+
+    def normalized_kernel(self, training=False):
+        return self.layer.kernel / self.sigma(training)
+
+    def divides_outputs(self, inputs, training=False) -> bool:
+        """Whether training divides the convolution's output by sigma instead of its kernel: the same
+        function, but the backward pass then keeps that output instead of a normalised copy of the
+        kernel, which is far smaller for the wide low-resolution convolutions (a 1024 x 1024 x 3 x 3
+        kernel is 36 MiB, its output at 16 x 16 is 1 MiB a sample). Only in float32 (under a mixed
+        policy the kernel path rounds once, as the reference), for Conv2D with static shapes."""
+        if not training or self.layer.compute_dtype != "float32" or isinstance(self.layer, keras.layers.Conv2DTranspose):
+            return False
+        shape = self.layer.compute_output_shape(tuple(inputs.shape))
+        return all(isinstance(d, int) for d in shape) and math.prod(shape) < math.prod(self.layer.kernel.shape)
 
     def call(self, inputs, training=False):
-        kernel = ops.cast(self.normalized_kernel(training), self.layer.compute_dtype)
         inputs = ops.cast(inputs, self.layer.compute_dtype)
-        if isinstance(self.layer, keras.layers.Conv2DTranspose):
-            outputs = ops.conv_transpose(
-                inputs, kernel, strides=self.layer.strides, padding=self.layer.padding,
-                output_padding=self.layer.output_padding, dilation_rate=self.layer.dilation_rate,
-            )
+        if self.divides_outputs(inputs, training):
+            outputs = self.layer.convolution_op(inputs, self.layer.kernel) / self.sigma(training)
         else:
-            outputs = self.layer.convolution_op(inputs, kernel)
+            kernel = ops.cast(self.normalized_kernel(training), self.layer.compute_dtype)
+            outputs = self._convolve(inputs, kernel)
         if self.layer.use_bias:
             outputs = outputs + ops.cast(self.layer.bias, self.layer.compute_dtype)
         return outputs
+
+    def _convolve(self, inputs, kernel):
+        if isinstance(self.layer, keras.layers.Conv2DTranspose):
+            return ops.conv_transpose(
+                inputs, kernel, strides=self.layer.strides, padding=self.layer.padding,
+                output_padding=self.layer.output_padding, dilation_rate=self.layer.dilation_rate,
+            )
+        return self.layer.convolution_op(inputs, kernel)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

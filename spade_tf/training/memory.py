@@ -5,7 +5,8 @@ page it ever held and fragments across the forward and backward passes of a GAN 
 therefore asks for the system allocator (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR`), and tells glibc to map
 every block of 1 MiB or more on its own (`mallopt(M_MMAP_THRESHOLD)`), so that a freed activation
 is returned at once instead of staying in a heap. Measured at ADE20K 256x256 batch 2 fp32 on
-2026-12-03: the step's peak resident memory falls by about 600 MiB (see the README's memory table).
+2026-12-03: the step's peak resident memory falls by 600-650 MiB, and the step takes about 6 % longer
+(fresh mappings are faulted in and zeroed on every step); see the README's memory section.
 
 Both must happen before TensorFlow allocates its first tensor, so the training command calls
 `release_freed_memory()` first thing. A value the user set in the environment is kept.

@@ -10,8 +10,9 @@ tensors to the system allocator (`TF_ONEDNN_USE_SYSTEM_ALLOCATOR`), so that they
 Measured at ADE20K 256x256 batch 2 fp32 on 2026-12-03 (whole-process peak, page faults and CPU time
 per step; README, "Training memory"): the threshold alone costs nothing measurable (0.45 million
 page faults a step against 0.27 million, the same system time) and lowers the peak; `low_memory`
-lowers it by about 600 MiB more, but every step then faults in and zeroes its activations afresh
-(3.4 million page faults, about 4.5 more CPU-seconds a step: some 15 % more CPU time).
+(with the VGG loss's rematerialisation) lowers it by 600-900 MiB more, but every step then faults
+in and zeroes its activations afresh (3.4 million page faults, 5-6 more CPU-seconds of system time
+a step; the step 6-21 % slower).
 
 Both must happen before TensorFlow allocates its first tensor, so the training command calls
 `release_freed_memory()` first thing. A value the user set in the environment is kept.

@@ -1,13 +1,14 @@
 """Before/after: a benchmark of an older revision against this tree, in fresh processes, interleaved.
 
-    python -m bench.before_after --before f28568d [--after REV] [--pairs 3] [--only inference,train]
+    python -m bench.before_after --before f28568d [--after REV] [--pairs 3] [--only inference,train,train2]
 
 Each revision is checked out in a temporary git worktree (removed at the end); without `--after`,
 this working tree is the "after". Each measurement
 is a fresh `python` process with PYTHONPATH and cwd set to one tree, running that tree's own bench
 functions: `inference` folds the ADE20K 256x256 generator (ngf 64, dense SPADE where the tree has
-`model.spade_impl`) and times fp32 batch-1 calls (`bench_inference.time_inference`); `train` times
-one ADE20K fp32 batch-1 training iteration, VGG random (`bench_train.time_step`). The two trees
+`model.spade_impl`) and times fp32 batch-1 calls (`bench_inference.time_inference`); `train` (`train2`)
+times one ADE20K fp32 batch-1 (batch-2) training iteration, VGG random (`bench_train.time_step`); each
+child's peak resident memory is reported with it. The two trees
 alternate (before, after; then after, before; ...), so a drift of the shared machine's speed hits
 both alike; each pair gives after/before of the time, and the median of the pairs is the figure.
 """
@@ -37,9 +38,12 @@ if sys.argv[1] == "inference":
     seconds = 1 / r["images_per_s"]
 else:
     from bench.bench_train import time_step
-    r = time_step("ade20k", 1, "float32", dense)
+    r = time_step("ade20k", 2 if sys.argv[1] == "train2" else 1, "float32", dense)
     seconds = r["step_s"]
-print("RESULT", json.dumps({"seconds": seconds, "matmul_gflops": r["matmul_gflops_alongside"]}))
+import resource
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("RESULT", json.dumps({"seconds": seconds, "matmul_gflops": r["matmul_gflops_alongside"], "peak_mib": peak,
+                            "system_cpu_s": r.get("system_cpu_s"), "page_faults": r.get("page_faults")}))
 """
 
 
@@ -76,7 +80,8 @@ def compare(before: pathlib.Path, after: pathlib.Path, what: str, pairs: int, ti
         ratios.append(result["after"]["seconds"] / result["before"]["seconds"])
         rows.append(result)
         log(f"{what} pair {i + 1} ({order[0][0]} first): before {result['before']['seconds']:.3f} s, "
-            f"after {result['after']['seconds']:.3f} s, after/before {ratios[-1]:.3f}")
+            f"after {result['after']['seconds']:.3f} s, after/before {ratios[-1]:.3f}; peak "
+            f"{result['before']['peak_mib']:.0f} -> {result['after']['peak_mib']:.0f} MiB")
     median = statistics.median(ratios) if ratios else math.nan
     log(f"{what}: median after/before time over {len(ratios)} of {pairs} pairs {median:.3f}")
     return {"pairs": rows, "ratios": ratios, "median_ratio": median}
@@ -87,7 +92,7 @@ def main(argv=None):
     p.add_argument("--before", required=True, help="git revision to compare against")
     p.add_argument("--after", help="git revision to compare (default: this working tree)")
     p.add_argument("--pairs", type=int, default=3)
-    p.add_argument("--only", default="inference,train", help="comma-separated: inference, train")
+    p.add_argument("--only", default="inference,train", help="comma-separated: inference, train, train2")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per child process")
     p.add_argument("--json", type=pathlib.Path, help="also write the figures here")
     args = p.parse_args(argv)

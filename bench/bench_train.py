@@ -15,13 +15,17 @@ as the reference's.
 Targets: fp32 >= 0.75 of the fp32 matmul rate; mixed bf16 >= 1.6x our own fp32 step; peak memory
 at ADE20K batch 2 <= 0.9 x the reference's (5,348 MiB for NVlabs/SPADE in fp32, measured side by side
 with spade-tf on 2026-12-02: at most 4,813 MiB), for fp32 and lower still for bf16. The training
-command's allocator settings (`spade_tf.training.memory`) apply in every child, as in training.
+command's allocator settings (`spade_tf.training.memory`) apply in every child, as in training; the
+full run adds ADE20K fp32 batch 2 with `train.low_memory=true` (oneDNN's tensors from the system
+allocator: lower peak, more page faults).
 
     python -m bench.bench_train [--quick]
     python -m bench.bench_train --phases     # where the ADE20K fp32 batch-2 peak goes (memory_phases)
 """
 
 import argparse
+import os
+import resource
 import statistics
 import time
 
@@ -36,6 +40,7 @@ TARGET_FP32_FRACTION = 0.75
 TARGET_BF16_SPEEDUP = 1.6
 PEAK_TARGET_ADE20K_BATCH_2_MIB = 4813  # 0.9 x 5,348 MiB, the reference side by side (2026-12-02)
 TIMED_STEPS = 3
+LOW_MEMORY = ", train.low_memory=true"
 
 
 def setting_config(setting: str, batch: int, precision: str, overrides=()):
@@ -51,14 +56,13 @@ def setting_config(setting: str, batch: int, precision: str, overrides=()):
 
 def time_step(setting: str, batch: int, precision: str, overrides=()) -> dict:
     """Builds the trainer for one case and times its training iteration on random data."""
-    from spade_tf.training.memory import release_freed_memory
+    from spade_tf.training.memory import SYSTEM_ALLOCATOR, release_freed_memory
 
-    release_freed_memory()  # as the training command does, before TensorFlow allocates
+    cfg = setting_config(setting, batch, precision, overrides)
+    release_freed_memory(cfg.train.low_memory)  # as the training command does, before TensorFlow allocates
     import tensorflow as tf
 
     from spade_tf.training.trainer import Trainer
-
-    cfg = setting_config(setting, batch, precision, overrides)
     trainer = Trainer(cfg, steps_per_epoch=1)
     h, w = cfg.image_size
     blocks = tf.random.stateless_uniform([batch, max(h // 16, 1), max(w // 16, 1), 1], [1, 2], 0,
@@ -73,15 +77,22 @@ def time_step(setting: str, batch: int, precision: str, overrides=()) -> dict:
     start = time.perf_counter()
     trainer.run_step(iterator)
     first_step_s = time.perf_counter() - start
-    times, rates = [], [matmul(3)]
+    times, rates, usage = [], [matmul(3)], []
     for _ in range(TIMED_STEPS):  # the matmul rate between the steps: the same conditions for both
-        start = time.perf_counter()
+        before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         losses = trainer.run_step(iterator)
         times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        usage.append((after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, after.ru_minflt - before.ru_minflt))
         rates.append(matmul(3))
     return {
         "step_s": statistics.median(times),
         "times_s": times,
+        # CPU time and page faults of a step: the allocator's cost, steadier than wall time on a shared machine
+        "user_cpu_s": statistics.median(u[0] for u in usage),
+        "system_cpu_s": statistics.median(u[1] for u in usage),
+        "page_faults": statistics.median(u[2] for u in usage),
+        "onednn_system_allocator": os.environ.get(SYSTEM_ALLOCATOR) == "1",
         "first_step_s": first_step_s,
         "matmul_gflops_alongside": statistics.median(rates),
         "losses": losses,
@@ -113,14 +124,14 @@ def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "flo
     """
     from spade_tf.training.memory import release_freed_memory
 
-    release_freed_memory()
+    cfg = setting_config(setting, batch, precision, overrides)
+    release_freed_memory(cfg.train.low_memory)
     import tensorflow as tf
 
     from bench.machine import peak_rss_mib, reset_peak_rss
     from spade_tf.training.trainer import Trainer
 
     phases = {"TensorFlow imported": _rss_mib()}
-    cfg = setting_config(setting, batch, precision, overrides)
     trainer = Trainer(cfg, steps_per_epoch=1)
     phases["networks and optimizers built (resident)"] = _rss_mib()
     state = {
@@ -175,38 +186,39 @@ def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "flo
 def run(quick: bool = False, overrides=()) -> list:
     """Rows for `python -m bench`. `quick`: ADE20K fp32 batch 1 only. `overrides` (config
     `section.field=value`, for tests) change the networks; then no FLOPs or reference figures apply."""
-    cases = [(s, p, b) for s in SETTINGS for p in PRECISIONS for b in (1, 2)]
-    if quick:
-        cases = cases[:1]
+    cases = [(s, p, b, False) for s in SETTINGS for p in PRECISIONS for b in (1, 2)]
+    cases = cases[:1] if quick else cases + [("ade20k", "float32", 2, True)]  # and train.low_memory=true
     exact = not overrides
     rows, steps, peaks = [], {}, {}
-    for setting, precision, batch in cases:
+    for setting, precision, batch, low_memory in cases:
         label, _, reference, gflop = SETTINGS[setting]
-        result, peak = run_in_child(time_step, setting, batch, precision, tuple(overrides))
-        steps[setting, precision, batch], peaks[setting, precision, batch] = result["step_s"], peak
-        row = {"name": f"train/{label} {PRECISIONS[precision]} batch {batch}", "value": result.pop("step_s"),
-               "unit": "s/step", "dtype": precision, "peak_rss_mib": peak, **result}
+        options = (*overrides, "train.low_memory=true") if low_memory else tuple(overrides)
+        result, peak = run_in_child(time_step, setting, batch, precision, options)
+        steps[setting, precision, batch, low_memory], peaks[setting, precision, batch, low_memory] = result["step_s"], peak
+        row = {"name": f"train/{label} {PRECISIONS[precision]} batch {batch}" + (LOW_MEMORY if low_memory else ""),
+               "value": result.pop("step_s"), "unit": "s/step", "dtype": precision, "peak_rss_mib": peak, **result}
         if exact:
             row["gflops"] = gflop * batch / row["value"]
-            if precision == "float32":
+            if precision == "float32" and not low_memory:
                 row["target"] = {"min": TARGET_FP32_FRACTION, "of": "fraction_alongside"}
         rows.append(row)
-    for (setting, precision, batch), step_s in steps.items():
-        fp32 = steps.get((setting, "float32", batch))
+    for (setting, precision, batch, low_memory), step_s in steps.items():
+        fp32 = steps.get((setting, "float32", batch, False))
         if precision == "bfloat16" and fp32:
             rows.append({"name": f"train/{SETTINGS[setting][0]} bf16 speed-up over fp32, batch {batch}",
                          "value": fp32 / step_s, "unit": "x", "target": {"min": TARGET_BF16_SPEEDUP}})
     if not quick:
         rows.append(lookups_vs_dense("ade20k", overrides))
     if exact:
-        fp32_peak = peaks.get(("ade20k", "float32", 2))
-        for precision, short in PRECISIONS.items():
-            peak = peaks.get(("ade20k", precision, 2))
+        fp32_peak = peaks.get(("ade20k", "float32", 2, False))
+        for (setting, precision, batch, low_memory), peak in peaks.items():
+            if (setting, batch) != ("ade20k", 2):
+                continue
             limit = PEAK_TARGET_ADE20K_BATCH_2_MIB if precision == "float32" else fp32_peak
-            if peak is not None and limit is not None:
-                rows.append({"name": f"train/{SETTINGS['ade20k'][0]} {short} batch 2 peak memory", "value": peak,
-                             "unit": "MiB", "target": {"max": limit, "note": "0.9 x the reference's peak"
-                                                       if precision == "float32" else "below the fp32 peak"}})
+            rows.append({"name": f"train/{SETTINGS['ade20k'][0]} {PRECISIONS[precision]} batch 2 peak memory"
+                                 + (LOW_MEMORY if low_memory else ""), "value": peak, "unit": "MiB",
+                         "target": {"max": limit, "note": "0.9 x the reference's peak"
+                                    if precision == "float32" else "below the fp32 peak"}})
     return rows
 
 

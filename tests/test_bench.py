@@ -207,7 +207,7 @@ def test_before_after_takes_turns_and_gives_the_median_of_the_pairs_ratios(monke
 
     def measure(tree, what, timeout):
         calls.append(tree)
-        return {"seconds": 2.0 if tree == "old" else next(new_times)}
+        return {"seconds": 2.0 if tree == "old" else next(new_times), "peak_mib": 100.0}
 
     monkeypatch.setattr(before_after, "measure", measure)
     result = before_after.compare("old", "new", "inference", pairs=3, timeout=1, log=lambda line: None)

@@ -10,8 +10,8 @@ PROBE = """
 import ctypes, os, resource
 import sys
 from spade_tf.training.memory import release_freed_memory
-if sys.argv[1] == "call":
-    release_freed_memory()
+if sys.argv[1] != "no":
+    release_freed_memory(low_memory=sys.argv[1] == "low")
 print(os.environ.get("TF_ONEDNN_USE_SYSTEM_ALLOCATOR"))
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -27,19 +27,21 @@ print(before - rss())
 """
 
 
-def _probe(call=True, **env):
+def _probe(call="call", **env):
     environment = {k: v for k, v in os.environ.items() if k not in ("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "MALLOC_MMAP_THRESHOLD_")}
-    out = subprocess.run([sys.executable, "-c", PROBE, "call" if call else "no"], env={**environment, **env}, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", PROBE, call], env={**environment, **env}, capture_output=True, text=True,
                          timeout=120, check=True).stdout.split()
     return out[0], int(out[1])
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_training_returns_freed_blocks_and_keeps_the_users_settings():
-    allocator, returned_kib = _probe(call=False)
+    allocator, returned_kib = _probe(call="no")
     assert (allocator, returned_kib) == ("None", 0)  # glibc's own rule: the freed block stays resident
     allocator, returned_kib = _probe()
-    assert allocator == "1"
+    assert allocator == "None"  # by default oneDNN keeps its own pool (no page faults every step)
     assert returned_kib >= 3 * 1024  # the freed 4 MiB block left the process
-    allocator, _ = _probe(TF_ONEDNN_USE_SYSTEM_ALLOCATOR="0")
+    allocator, returned_kib = _probe(call="low")  # train.low_memory=true
+    assert allocator == "1" and returned_kib >= 3 * 1024
+    allocator, _ = _probe(call="low", TF_ONEDNN_USE_SYSTEM_ALLOCATOR="0")
     assert allocator == "0"  # the user's own choice stays

@@ -211,6 +211,11 @@ def test_vgg_loss_gradient_reaches_fake_only(vgg):
     assert grad_fake is not None and np.any(grad_fake)
     assert grad_real is None or not np.any(grad_real)
     assert vgg.trainable_weights == []
+    with tf.GradientTape() as tape:  # train.low_memory: the fake's pass recomputed, the same gradient
+        tape.watch(fake)
+        remat_loss = tf.reduce_sum(VGGLoss(vgg, 10.0, rematerialize=True)(fake, real))
+    np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)
+    np.testing.assert_allclose(tape.gradient(remat_loss, fake), grad_fake, rtol=1e-5, atol=1e-9)
 
 
 def test_vgg_loss_bfloat16_input_and_shape_errors(vgg):

@@ -11,10 +11,8 @@ import sys
 
 
 def main(argv=None, prog=None) -> int:
+    from spade_tf.config import ConfigError, add_config_arguments, config_from_args  # no TensorFlow yet
     from spade_tf.training.memory import release_freed_memory
-
-    release_freed_memory()  # before TensorFlow allocates anything
-    from spade_tf.config import ConfigError, add_config_arguments, config_from_args
 
     parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
@@ -26,6 +24,7 @@ def main(argv=None, prog=None) -> int:
         cfg = config_from_args(args)
     except ConfigError as error:
         parser.error(str(error))
+    release_freed_memory(cfg.train.low_memory)  # before TensorFlow allocates anything
 
     from spade_tf.training.preemption import Preempted
     from spade_tf.training.trainer import NonFiniteLossError, Trainer

@@ -154,14 +154,15 @@ class VGGLoss:
     Images in [-1, 1], fed without ImageNet normalisation as in the reference; w = 1/32, 1/16, 1/8,
     1/4, 1 for relu1_1 ... relu5_1; each L1 is the mean over an example's elements; real features
     are under stop_gradient. Fake and real go through the network separately, so that training keeps
-    no activation of the real pass (the reference calls it twice too), and the fake's pass is
-    rematerialised (`keras.remat`): its activations are recomputed in the backward pass instead of
-    kept, about 3 % more arithmetic in a training step (one more VGG forward pass for the fake batch) for
-    350-540 MiB less at ADE20K batch 2 (fp32, measured 2026-12-03).
+    no activation of the real pass (the reference calls it twice too). With `rematerialize`
+    (`train.low_memory=true`) the fake's pass is rematerialised (`keras.remat`): its activations are
+    recomputed in the backward pass instead of kept, one more VGG forward pass of the fake batch per
+    training step (about 3 % more arithmetic) for 350-540 MiB less at ADE20K batch 2 (fp32, measured
+    2026-12-03).
     """
 
-    def __init__(self, vgg, lambda_vgg):
-        self.vgg, self.lambda_vgg = vgg, lambda_vgg
+    def __init__(self, vgg, lambda_vgg, rematerialize=False):
+        self.vgg, self.lambda_vgg, self.rematerialize = vgg, lambda_vgg, rematerialize
 
     def __call__(self, fake, real):
         compatible = len(fake.shape) == len(real.shape) == 4 and all(
@@ -171,7 +172,7 @@ class VGGLoss:
                              f"shape; got {tuple(fake.shape)} and {tuple(real.shape)}")
         real_features = self.vgg(ops.stop_gradient(ops.cast(real, "float32")))
         loss = 0.0
-        fake_features = keras.remat(self.vgg)(ops.cast(fake, "float32"))
+        fake_features = (keras.remat(self.vgg) if self.rematerialize else self.vgg)(ops.cast(fake, "float32"))
         for weight, f, r in zip(FEATURE_WEIGHTS, fake_features, real_features):
             f, r = ops.cast(f, "float32"), ops.stop_gradient(ops.cast(r, "float32"))
             loss = loss + weight * per_example_mean(ops.abs(f - r))

@@ -34,7 +34,7 @@ class Pix2PixModel:
         self.discriminator = build_discriminator(cfg, dtype=dtype)
         self.encoder = build_encoder(cfg, dtype=dtype)
         vgg = losses.build_vgg(cfg, dtype=dtype)
-        self.vgg_loss = losses.VGGLoss(vgg, cfg.train.lambda_vgg) if vgg is not None else None
+        self.vgg_loss = losses.VGGLoss(vgg, cfg.train.lambda_vgg, cfg.train.low_memory) if vgg is not None else None
 
     def generator_variables(self):
         """What the generator's optimizer updates: G, and E for VAE models."""

@@ -5,8 +5,8 @@ folded, a `tf.function` without XLA), fp32 and mixed bf16, batch 1 and 4, on thr
 (`bench.layouts`): the built-in landscapes at that size, 30-region Voronoi layouts over the
 dataset's classes (instance ids per cell where the dataset uses instances), and per-pixel noise.
 Each (case, implementation) runs in a fresh process that loads the same folded weights; the two
-processes of a case run back to back, their order alternating from case to case, and the row's
-ratio is dense time / region time of that pair.
+processes of a pair run back to back, their order alternating from pair to pair, and the row's
+ratio is the median over `--pairs` pairs (3 by default) of dense time / region time.
 
 Also, per layout: the share of boundary pixels (the 5x5 rule of `spade_tf.layers.spade_regions`)
 at every resolution the generator's SPADE layers see, and our own count of multiply-adds per image
@@ -18,7 +18,7 @@ Calibration (`--calibrate`): one SPADE layer's dense convolutions and region pat
 at every (resolution, width) of the two generators on the three layouts, and the least-squares fit
 of the cost model's constants (`spade_tf.layers.spade_regions.region_pays`).
 
-    python -m bench.bench_regions [--quick] [--settings ade20k] [--precisions float32] [--batches 1]
+    python -m bench.bench_regions [--quick] [--settings ade20k] [--precisions float32] [--batches 1] [--pairs 3]
     python -m bench.bench_regions --calibrate [--precisions float32]
 """
 
@@ -34,6 +34,7 @@ from bench.layouts import KINDS, layouts
 from bench.machine import run_in_child
 
 REPEATS = {False: 3, True: 1}
+PAIRS = 3
 TARGETS = {  # (setting, layout) -> {precision: min ratio}; Cityscapes: 0.8 of the ideal ratio
     ("ade20k", "landscapes"): {"float32": 2.0, "bfloat16": 1.6},
     ("ade20k", "voronoi30"): {"float32": 1.7, "bfloat16": 1.4},
@@ -206,9 +207,12 @@ def calibrate(precisions=("float32",), kinds=KINDS) -> dict:
 
 # --- rows ----------------------------------------------------------------------------------------
 
-def run(quick=False, overrides=(), settings=None, precisions=None, batches=None, kinds=KINDS, log=None) -> list:
+def run(quick=False, overrides=(), settings=None, precisions=None, batches=None, kinds=KINDS, log=None,
+        pairs=None) -> list:
     """Rows for `python -m bench`. `quick`: ADE20K, fp32, batch 1, one timed call. `log(row)` is
-    called with each timed row as soon as it is measured."""
+    called with each timed row as soon as it is measured. `pairs`: process pairs per case (the
+    row's ratio is the median of theirs; this machine's speed drifts by a fifth within minutes)."""
+    pairs = pairs or (1 if quick else PAIRS)
     settings = settings or (("ade20k",) if quick else tuple(SETTINGS))
     precisions = precisions or (("float32",) if quick else tuple(PRECISIONS))
     batches = batches or ((1,) if quick else (1, 4))
@@ -235,18 +239,28 @@ def run(quick=False, overrides=(), settings=None, precisions=None, batches=None,
             for precision in precisions:
                 for batch in batches:
                     for kind in kinds:
-                        impls = ("dense", "regions") if order % 2 == 0 else ("regions", "dense")
-                        order += 1
-                        result = {impl: run_in_child(time_impl, key, path, impl, precision, batch, kind,
-                                                     REPEATS[quick], tuple(overrides))[0] for impl in impls}
-                        ratio = result["dense"]["time_s"] / result["regions"]["time_s"]
+                        result, ratios, orders = {"dense": [], "regions": []}, [], []
+                        for _ in range(pairs):  # a fresh process each, back to back, order alternating
+                            impls = ("dense", "regions") if order % 2 == 0 else ("regions", "dense")
+                            order += 1
+                            orders.append(list(impls))
+                            pair = {impl: run_in_child(time_impl, key, path, impl, precision, batch, kind,
+                                                       REPEATS[quick], tuple(overrides))[0] for impl in impls}
+                            ratios.append(pair["dense"]["time_s"] / pair["regions"]["time_s"])
+                            for impl in impls:
+                                result[impl].append(pair[impl])
+                        ratio = statistics.median(ratios)
+                        result = {impl: {"time_s": statistics.median(r["time_s"] for r in runs),
+                                         "times_s": [t for r in runs for t in r["times_s"]], "image": runs[0]["image"]}
+                                  for impl, runs in result.items()}
                         difference = float(np.max(np.abs(np.subtract(result["dense"]["image"],
                                                                      result["regions"]["image"]))))
                         row = {"name": f"regions/{label} {PRECISIONS[precision]} batch {batch}, {kind}: "
                                        "region-wise images/s over dense", "value": ratio, "unit": "x",
                                "dense_images_per_s": batch / result["dense"]["time_s"],
                                "regions_images_per_s": batch / result["regions"]["time_s"],
-                               "times_s": {k: v["times_s"] for k, v in result.items()}, "order": list(impls),
+                               "times_s": {k: v["times_s"] for k, v in result.items()}, "orders": orders,
+                               "pair_ratios": [round(r, 3) for r in ratios],
                                "max_abs_diff_corner": difference, "ideal": ideal[kind]}
                         if kind == "noise":
                             row["target"] = {"min": NOISE_TARGET}
@@ -269,6 +283,7 @@ if __name__ == "__main__":
     parser.add_argument("--precisions", nargs="*", choices=tuple(PRECISIONS))
     parser.add_argument("--batches", nargs="*", type=int)
     parser.add_argument("--layouts", nargs="*", choices=KINDS, default=KINDS)
+    parser.add_argument("--pairs", type=int, help=f"process pairs per case (default {PAIRS}, 1 with --quick)")
     parser.add_argument("--calibrate", action="store_true", help="fit the cost model's constants on per-layer times")
     args = parser.parse_args()
     if args.calibrate:
@@ -283,6 +298,6 @@ if __name__ == "__main__":
         print(f"{row['name']:<100} {row['value']:8.3g} {row['unit']}{extra}", flush=True)
 
     for row in run(args.quick, settings=args.settings, precisions=args.precisions, batches=args.batches,
-                   kinds=args.layouts, log=show):
+                   kinds=args.layouts, log=show, pairs=args.pairs):
         if "dense_images_per_s" not in row:
             show(row)

@@ -434,6 +434,7 @@ def test_regions_module_quick_on_a_tiny_network():
     speed = [row for row in rows if "dense_images_per_s" in row]
     assert len(speed) == 1 and speed[0]["value"] == pytest.approx(
         speed[0]["regions_images_per_s"] / speed[0]["dense_images_per_s"])
+    assert speed[0]["pair_ratios"] == [round(speed[0]["value"], 3)]  # --quick: one pair of processes
     assert speed[0]["max_abs_diff_corner"] <= 1e-5
     share = next(row for row in rows if "boundary share" in row["name"])
     assert list(share["by_resolution"]) == ["64x64", "32x32", "16x16", "8x8", "4x4", "2x2"]

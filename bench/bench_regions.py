@@ -295,6 +295,7 @@ if __name__ == "__main__":
         extra = f"  ({row['dense_images_per_s']:.3g} vs {row['regions_images_per_s']:.3g} images/s)" \
             if "dense_images_per_s" in row else ""
         extra += f"  {row['by_resolution']}" if "by_resolution" in row else ""
+        extra += f"  pairs {row['pair_ratios']}" if "pair_ratios" in row else ""
         print(f"{row['name']:<100} {row['value']:8.3g} {row['unit']}{extra}", flush=True)
 
     for row in run(args.quick, settings=args.settings, precisions=args.precisions, batches=args.batches,

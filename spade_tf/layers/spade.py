@@ -53,37 +53,21 @@ class SPADE(keras.layers.Layer):
 
     def call(self, x, segmap, layout=None, training=None):
         """`layout`: this resolution's `layout(...)`, when the caller shares it between layers."""
+        normalized = self.param_free_norm(x, training=training)
         height, width = ops.shape(x)[1], ops.shape(x)[2]
         layout = self.layout(segmap, height, width, training) if layout is None else layout
         dense = lambda: self.dense_modulation(segmap, height, width)  # noqa: E731
-        if layout is None or training:  # training: lookups for mlp_shared (static shapes), dense gamma and beta
-            normalized = self.param_free_norm(x, training=training)
-            lookups = lambda: self.lookup_modulation(layout)  # noqa: E731
-            scale, beta = dense() if layout is None else ops.cond(layout["one_hot"], lookups, dense)
-            return normalized * scale + beta
-        pays = spade_regions.region_pays(layout, self.mlp_shared.kernel.shape[2], self.hidden_channels, x.shape[-1])
-        return ops.cond(ops.logical_and(layout["one_hot"], pays), lambda: self.region_output(x, layout),
-                        lambda: self.dense_output(x, segmap))
-
-    def dense_output(self, x, segmap):
-        scale, beta = self.dense_modulation(segmap, ops.shape(x)[1], ops.shape(x)[2])
-        return self.param_free_norm(x, training=False) * scale + beta
-
-    def region_output(self, x, layout):
-        """The layer's output by the region path (inference). Batch norm at inference is x * a + b per
-        channel: in float32, a and b go into the per-row tables, so x is never normalised on its own."""
-        affine = self.inference_affine()
-        scale, beta = spade_regions.region_modulation(
-            self.mlp_shared, self.mlp_gamma, self.mlp_beta, layout, self.compute_dtype, affine)
-        return (x if affine else self.param_free_norm(x, training=False)) * scale + beta
-
-    def inference_affine(self):
-        """(a, b) with norm(x) = x * a + b at inference, for batch norm in float32; else None."""
-        norm = self.param_free_norm
-        if not isinstance(norm, keras.layers.BatchNormalization) or self.compute_dtype != "float32":
-            return None
-        a = ops.rsqrt(ops.cast(norm.moving_variance, "float32") + norm.epsilon)
-        return a, -ops.cast(norm.moving_mean, "float32") * a
+        if layout is None:
+            scale, beta = dense()
+        elif training:  # static shapes: lookups for mlp_shared, dense gamma and beta
+            scale, beta = ops.cond(layout["one_hot"], lambda: self.lookup_modulation(layout), dense)
+        else:
+            hidden, channels = self.hidden_channels, x.shape[-1]
+            pays = spade_regions.region_pays(layout, self.mlp_shared.kernel.shape[2], hidden, channels)
+            regions = lambda: spade_regions.region_modulation(  # noqa: E731
+                self.mlp_shared, self.mlp_gamma, self.mlp_beta, layout, self.compute_dtype)
+            scale, beta = ops.cond(ops.logical_and(layout["one_hot"], pays), regions, dense)
+        return normalized * scale + beta
 
     def layout(self, segmap, height, width, training=None):
         """What the region path needs of the layout at this resolution (`spade_regions.region_layout`),

@@ -118,7 +118,7 @@ def region_layout(segmap, static=False):
     unless `static`, also `pixels`, `mixed` and `boundary` (counts of all pixels, of those whose
     3x3 window is not flat, of those whose 5x5 window is not), `mixed_rows` ([mixed, taps] rows
     of `mlp_shared`'s tap table), `patch_rows` ([boundary * 9] rows of a layer's activation table)
-    and `index` ([2, batch, h, w] rows of its stacked scale and shift tables).
+    and `index` ([batch, h, w] rows of its gamma/beta table).
     """
     codes = layout_codes(segmap)
     first, second = codes[..., 0], codes[..., 1]
@@ -146,9 +146,7 @@ def region_layout(segmap, static=False):
     patch_rows = ops.take(actv_index, ops.reshape(boundary[:, None] + offsets[None, :], (-1,)), axis=0)
     counts = [ops.size(first), ops.shape(mixed)[0], ops.shape(boundary)[0]]
     layout.update(zip(("pixels", "mixed", "boundary"), (ops.convert_to_tensor(c, "int32") for c in counts)))
-    index = ops.where(flat5, first, none + 1 + boundary_rank)  # a row of a layer's table: class, or boundary pixel
-    rows = none + 1 + counts[2]
-    layout.update(mixed_rows=mixed_rows, patch_rows=patch_rows, index=ops.stack([index, index + rows]))
+    layout.update(mixed_rows=mixed_rows, patch_rows=patch_rows, index=ops.where(flat5, first, none + 1 + boundary_rank))
     return layout
 
 
@@ -190,37 +188,22 @@ def shared_lookup(conv, first, second, dtype):
     return ops.cast(ops.relu(pre + ops.cast(conv.bias, "float32")), dtype)
 
 
-def region_modulation(shared, gamma_conv, beta_conv, layout, dtype, affine=None):
-    """(1 + gamma, beta) [batch, h, w, channels]: per class inside regions, convolved at boundaries.
-    With `affine` = (a, b), the normalisation x * a + b folded in: (a (1 + gamma), b (1 + gamma) + beta).
-
-    Gamma and beta come from one (batched) matrix product into one table [2, rows, channels], whose
-    rows are put in place by one gather; the two halves of its result are views, not copies.
-    """
+def region_modulation(shared, gamma_conv, beta_conv, layout, dtype):
+    """(1 + gamma, beta) [batch, h, w, channels]: per class inside regions, convolved at boundaries."""
     none, hidden = shared.kernel.shape[2], shared.kernel.shape[3]
-    channels = gamma_conv.kernel.shape[3]
     taps = ops.reshape(ops.pad(_kernel(shared), [[0, 0], [0, 0], [0, 1], [0, 0]]), (9 * (none + 1), hidden))
     flat = ops.sum(ops.reshape(taps, (9, none + 1, hidden)), axis=0)  # mlp_shared on a flat window
     mixed = ops.sum(ops.take(taps, layout["mixed_rows"], axis=0), axis=1)  # ... and on the others
     bias = ops.cast(shared.bias, "float32")
     actv = ops.relu(ops.concatenate([flat + bias, ops.zeros((1, hidden)), mixed + bias], axis=0))
-    patches = ops.reshape(ops.take(ops.cast(actv, dtype), layout["patch_rows"], axis=0), (1, -1, 9 * hidden))
+    patches = ops.reshape(ops.take(ops.cast(actv, dtype), layout["patch_rows"], axis=0), (-1, 9 * hidden))
 
-    kernels, biases = _modulation_weights(gamma_conv, beta_conv, affine)  # [2, 3, 3, hidden, C], [2, 1, C]
-    per_class = ops.matmul(actv[None, : none + 1], ops.sum(kernels, axis=(1, 2))) + biases  # rows 0..C
-    at_boundary = ops.matmul(patches, ops.cast(ops.reshape(kernels, (2, 9 * hidden, channels)), dtype))
-    table = ops.concatenate([ops.cast(per_class, dtype), at_boundary + ops.cast(biases, dtype)], axis=1)
-    both = ops.take(ops.reshape(table, (-1, channels)), layout["index"], axis=0)  # [2, batch, h, w, channels]
-    return both[0], both[1]
+    def modulation(conv, offset):
+        """conv + offset: once per class (rows 0..C), then at the boundary pixels; gathered in place."""
+        bias = ops.cast(conv.bias, "float32")
+        per_class = ops.matmul(actv[: none + 1], ops.sum(_kernel(conv), axis=(0, 1))) + bias
+        at_boundary = ops.matmul(patches, ops.reshape(ops.cast(conv.kernel, dtype), (9 * hidden, -1)))
+        table = ops.concatenate([ops.cast(per_class, dtype), at_boundary + ops.cast(bias, dtype)], axis=0)
+        return ops.take(table + offset if offset else table, layout["index"], axis=0)
 
-
-def _modulation_weights(gamma_conv, beta_conv, affine):
-    """Kernels [2, 3, 3, hidden, C] and biases [2, 1, C] of (1 + gamma, beta), or with `affine` = (a, b)
-    of (a (1 + gamma), b (1 + gamma) + beta): the norm folded into the weights, per output channel."""
-    gamma_kernel, beta_kernel = _kernel(gamma_conv), _kernel(beta_conv)
-    gamma_bias, beta_bias = ops.cast(gamma_conv.bias, "float32") + 1.0, ops.cast(beta_conv.bias, "float32")
-    if affine is not None:
-        a, b = affine
-        gamma_kernel, beta_kernel = gamma_kernel * a, gamma_kernel * b + beta_kernel
-        gamma_bias, beta_bias = gamma_bias * a, gamma_bias * b + beta_bias
-    return ops.stack([gamma_kernel, beta_kernel]), ops.stack([gamma_bias, beta_bias])[:, None, :]
+    return modulation(gamma_conv, 1.0), modulation(beta_conv, 0.0)

@@ -197,6 +197,30 @@ def test_cli_errors_and_rendering_an_earlier_run(fake_results, tmp_path, capsys)
     assert readme.read_text() == f"intro\n<!-- bench:start -->\n{markdown}<!-- bench:end -->\n"
 
 
+# --- bench.bench_train ----------------------------------------------------------------------------
+
+
+def test_train_rows_hold_the_low_memory_case_and_both_peaks_against_the_target(monkeypatch):
+    from bench import bench_train
+
+    def fake_child(fn, setting, batch, precision, options):
+        low = "train.low_memory=true" in options
+        assert fn is bench_train.time_step
+        return {"step_s": 2.0 if low else 1.0, "matmul_gflops_alongside": 100.0}, 4000.0 if low else 5000.0
+
+    monkeypatch.setattr(bench_train, "run_in_child", fake_child)
+    monkeypatch.setattr(bench_train, "lookups_vs_dense", lambda *a: {"name": "lookups", "value": 1.0, "unit": "x"})
+    rows = {row["name"]: row for row in bench_train.run()}
+    peaks = {name: row for name, row in rows.items() if name.endswith(("peak memory", "low_memory=true")) and row["unit"] == "MiB"}
+    assert sorted(peaks) == ["train/ADE20K 256x256 bf16 batch 2 peak memory", "train/ADE20K 256x256 fp32 batch 2 peak memory",
+                             "train/ADE20K 256x256 fp32 batch 2 peak memory, train.low_memory=true"]
+    low = peaks["train/ADE20K 256x256 fp32 batch 2 peak memory, train.low_memory=true"]
+    assert low["value"] == 4000.0 and low["target"]["max"] == bench_train.PEAK_TARGET_ADE20K_BATCH_2_MIB
+    assert peaks["train/ADE20K 256x256 bf16 batch 2 peak memory"]["target"]["max"] == 5000.0  # below the default fp32
+    step = rows["train/ADE20K 256x256 fp32 batch 2, train.low_memory=true"]
+    assert step["value"] == 2.0 and "target" not in step  # the speed target is the default's
+
+
 # --- bench.before_after ---------------------------------------------------------------------------
 
 

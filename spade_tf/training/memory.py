@@ -15,7 +15,8 @@ in and zeroes its activations afresh (3.4 million page faults, 5-6 more CPU-seco
 a step; the step 6-21 % slower).
 
 Both must happen before TensorFlow allocates its first tensor, so the training command calls
-`release_freed_memory()` first thing. A value the user set in the environment is kept.
+`release_freed_memory(cfg.train.low_memory)` right after reading its config (which imports no
+TensorFlow). A value the user set in the environment is kept.
 """
 
 import ctypes

@@ -37,7 +37,7 @@ def _probe(call="call", **env):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_training_returns_freed_blocks_and_keeps_the_users_settings():
     allocator, returned_kib = _probe(call="no")
-    assert (allocator, returned_kib) == ("None", 0)  # glibc's own rule: the freed block stays resident
+    assert allocator == "None" and returned_kib < 1024  # glibc's own rule: the freed 4 MiB block stays resident
     allocator, returned_kib = _probe()
     assert allocator == "None"  # by default oneDNN keeps its own pool (no page faults every step)
     assert returned_kib >= 3 * 1024  # the freed 4 MiB block left the process

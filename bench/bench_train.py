@@ -133,10 +133,11 @@ def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "flo
 
     phases = {"TensorFlow imported": _rss_mib()}
     trainer = Trainer(cfg, steps_per_epoch=1)
+    model = trainer.model
     phases["networks and optimizers built (resident)"] = _rss_mib()
     state = {
         "G weights": _mib(trainer.generator.weights), "D weights": _mib(trainer.discriminator.weights),
-        "VGG weights": _mib(trainer.vgg_loss.vgg.weights) if trainer.vgg_loss else 0.0,
+        "VGG weights": _mib(model.vgg_loss.vgg.weights) if model.vgg_loss else 0.0,
         "Adam slots (G and D)": _mib(trainer.g_optimizer.variables + trainer.d_optimizer.variables),
         "EMA copy of G": _mib(trainer.ema_generator.weights) if trainer.ema_generator is not None else 0.0,
     }
@@ -145,24 +146,24 @@ def memory_phases(setting: str = "ade20k", batch: int = 2, precision: str = "flo
     sample = {"label": label, "image": tf.random.stateless_uniform([batch, h, w, 3], [3, 4], -1.0, 1.0)}
     if not cfg.data.no_instance:
         sample["instance"] = label * 1000
-    semantics, real = trainer.semantics(sample), sample["image"]
+    semantics, real = model.semantics(sample), sample["image"]
 
     def vgg_only(fake, real):
         with tf.GradientTape() as tape:
             tape.watch(fake)
-            loss = tf.reduce_sum(trainer.vgg_loss(fake, real))
+            loss = tf.reduce_sum(model.vgg_loss(fake, real))
         return tape.gradient(loss, fake)
 
     def g_only(semantics, real):
-        return trainer._update(trainer.g_optimizer, trainer._g_variables(), trainer.generator_losses, semantics, real)
+        return trainer._update(trainer.g_optimizer, model.generator_variables(), model.generator_losses, semantics, real)
 
     def d_only(semantics, real):
         return trainer._update(trainer.d_optimizer, trainer.discriminator.trainable_variables,
-                               trainer.discriminator_losses, semantics, real)
+                               model.discriminator_losses, semantics, real)
 
     peaks = {}
     functions = {"VGG loss alone, forward and backward": vgg_only, "G step alone": g_only, "D step alone": d_only}
-    if trainer.vgg_loss is None:
+    if model.vgg_loss is None:
         del functions["VGG loss alone, forward and backward"]
     for name, fn in functions.items():
         fn = tf.function(fn, autograph=False)

@@ -18,7 +18,7 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
     | grep -v "is ignored: it is neither a file nor a directory" || true
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
     | grep -v "is ignored: it is neither a file nor a directory" || true
-  .venv/bin/python -c "import tensorflow, keras, tensorflow_serving.apis, spade_tf" 2>/dev/null \
+  .venv/bin/python -c "import tensorflow, keras, tensorflow_serving.apis, spade_tf, spade_tf_client" 2>/dev/null \
     || { echo "error: the installation in .venv is incomplete; see the pip output above" >&2; exit 1; }
   echo "$stamp" > .venv/.setup-stamp
 fi

@@ -221,6 +221,21 @@ def test_train_rows_hold_the_low_memory_case_and_both_peaks_against_the_target(m
     assert step["value"] == 2.0 and "target" not in step  # the speed target is the default's
 
 
+def test_memory_phases_breaks_a_step_down_on_a_tiny_network():
+    from bench import bench_train
+
+    tiny = ["model.ngf=4", "model.ndf=4", "data.load_size=64", "data.crop_size=64", "train.batch_size=1"]
+    phases = bench_train.memory_phases("ade20k", batch=1, overrides=tiny)
+    state = phases["state_mib"]
+    assert state["G weights"] > 0 and state["VGG weights"] > 40  # VGG19 up to relu5_1: 12.9 M floats
+    assert state["Adam slots (G and D)"] == pytest.approx(2 * (state["G weights"] + state["D weights"]), rel=0.1)
+    assert sorted(phases["peak_above_resident_mib"]) == sorted([
+        "VGG loss alone, forward and backward", "G step alone", "D step alone",
+        "whole step (trainer.run_step), above the resident memory before it"])
+    assert all(v >= 0 for v in phases["peak_above_resident_mib"].values())
+    assert phases["process_peak_mib"] >= max(phases["resident_mib"].values())
+
+
 # --- bench.before_after ---------------------------------------------------------------------------
 
 

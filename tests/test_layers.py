@@ -71,6 +71,61 @@ def test_spade_training_normalises_with_batch_statistics_and_instance_norm_per_s
         np.testing.assert_allclose(y.std(axis=axes), 1, atol=1e-3)
 
 
+def _values_and_gradients(fn, x, variables, upstream):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+        loss = tf.reduce_sum(tf.cast(y, "float32") * upstream + tf.square(tf.cast(y, "float32")))
+    return [np.array(y, "float32")] + [np.array(g) for g in tape.gradient(loss, [x] + variables)]
+
+
+@pytest.mark.parametrize("synchronized", [False, True])
+def test_param_free_batch_norm_is_keras_batch_norm_with_a_gradient_from_its_output(synchronized):
+    import tensorflow as tf
+
+    from spade_tf.layers.normalization import ParamFreeBatchNorm
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(3, 5, 6, 4)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(3, 5, 6, 4)).astype("float32"))
+    kwargs = dict(momentum=0.9, epsilon=1e-5, center=False, scale=False, synchronized=synchronized)
+    ours, plain = ParamFreeBatchNorm(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    for training in (True, False):  # the moving statistics the training call left, then inference
+        got, want = (_values_and_gradients(lambda t, n=n: n(t, training=training), x, [], upstream)
+                     for n in (ours, plain))
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        for name in ("moving_mean", "moving_variance"):
+            np.testing.assert_array_equal(np.array(getattr(ours, name)), np.array(getattr(plain, name)))
+    assert np.abs(want[1]).max() > 0.1  # a gradient worth comparing
+
+
+def test_resblock_normalises_once_for_norm_0_and_norm_s_in_training():
+    """One normalised copy serves both norms: the same outputs, gradients and moving statistics."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(1.0, 2.0, size=(2, 8, 8, 6)).astype("float32"))
+    seg = tf.one_hot(rng.integers(0, 3, size=(2, 8, 8)), 3)
+    upstream = tf.constant(rng.normal(size=(2, 8, 8, 4)).astype("float32"))
+    shared, apart = SPADEResBlock(4), SPADEResBlock(4)
+    shared(x, seg), apart(x, seg)
+    apart.set_weights(shared.get_weights())
+    apart._normalize_once = lambda x, training: None  # each norm normalises on its own, as the reference
+    results = [_values_and_gradients(lambda t, b=b: b(t, seg, training=True), x, b.trainable_weights, upstream)
+               for b in (shared, apart)]
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for a, b in zip(shared.non_trainable_weights, apart.non_trainable_weights, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-6, atol=1e-7)
+    # norm_s's moving mean went from 0 towards the batch mean (about 1), as norm_0's
+    assert np.abs(np.array(shared.norm_s.param_free_norm.moving_mean)).min() > 0.05
+    assert shared._normalize_once(x, training=True) is not None
+    assert shared._normalize_once(x, training=False) is None  # inference: each norm its own statistics
+
+
 def test_resblock_structure_follows_the_reference():
     x = np.zeros((1, 8, 8, 16), "float32")
     seg = np.zeros((1, 8, 8, 3), "float32")

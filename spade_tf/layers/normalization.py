@@ -16,6 +16,7 @@ import re
 import typing
 
 import keras
+from keras import ops
 
 from spade_tf.layers.spectral_norm import SpectralNorm
 
@@ -49,8 +50,61 @@ def _instance_norm(name, dtype):
     return keras.layers.GroupNormalization(groups=-1, center=False, scale=False, epsilon=1e-5, name=name, dtype=dtype)
 
 
+@keras.saving.register_keras_serializable(package="spade_tf")
+class ParamFreeBatchNorm(keras.layers.BatchNormalization):
+    """SPADE's batch norm without scale and shift, whose training gradient needs only its output.
+
+    With batch statistics, x_hat = (x - mean) / sqrt(var + eps) has the gradient
+    dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sqrt(var + eps), means over the batch and the
+    pixels (over every replica when synchronized). The SPADE modulation keeps x_hat for its own
+    backward pass; written this way the norm keeps nothing more, where the plain form also keeps x.
+    Inference, masks and the affine case are Keras's `BatchNormalization`, whose weights it has.
+    """
+
+    def uses_batch_statistics(self, training) -> bool:
+        """Whether `call` normalises with the batch's statistics through `normalize` (else Keras's call)."""
+        return bool(training) and self.trainable and not (self.center or self.scale or self.renorm)
+
+    def call(self, inputs, training=None, mask=None):
+        if mask is not None or not self.uses_batch_statistics(training):
+            return super().call(inputs, training=training, mask=mask)
+        normalized, mean, variance = self.normalize(inputs)
+        self.track(mean, variance)
+        return normalized
+
+    def track(self, mean, variance):
+        """Update the moving statistics with a batch's, as Keras's training call does."""
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+
+    def normalize(self, inputs):
+        """(x_hat, batch mean, batch variance); x_hat's gradient is computed from x_hat alone."""
+        mean, variance = self._moments(ops.stop_gradient(ops.cast(inputs, "float32")), None)
+        inverse = ops.rsqrt(variance + self.epsilon)
+        pixel_axes = [a for a in self._reduction_axes if a != 0]
+
+        @ops.custom_gradient
+        def normalize(x):
+            x_hat = ops.cast((ops.cast(x, "float32") - mean) * inverse, self.compute_dtype)
+
+            def grad(*args, upstream=None):
+                g = ops.cast(args[0] if upstream is None else upstream, "float32")
+                y = ops.cast(x_hat, "float32")
+                # mean(g) and mean(g * y): per example over the pixels, then over the batch and replicas
+                per_example = ops.concatenate([ops.mean(g, axis=pixel_axes, keepdims=True),
+                                               ops.mean(g * y, axis=pixel_axes, keepdims=True)], axis=-1)
+                means = ops.moments(per_example, axes=self._reduction_axes, synchronized=self.synchronized)[0]
+                mean_g, mean_gy = ops.split(means, 2, axis=-1)
+                return ops.cast((g - mean_g - y * mean_gy) * inverse, x.dtype)
+
+            return x_hat, grad
+
+        return normalize(inputs), mean, variance
+
+
 def _batch_norm(synchronized, affine, name, dtype):
-    return keras.layers.BatchNormalization(
+    layer = keras.layers.BatchNormalization if affine else ParamFreeBatchNorm
+    return layer(
         momentum=0.9, epsilon=1e-5, center=affine, scale=affine, synchronized=synchronized, name=name,
         gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), dtype=dtype,
     )

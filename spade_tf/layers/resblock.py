@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from spade_tf.layers.activation import leaky_relu
-from spade_tf.layers.normalization import parse_spade_norm
+from spade_tf.layers.normalization import ParamFreeBatchNorm, parse_spade_norm
 from spade_tf.layers.resize import nearest_resize
 from spade_tf.layers.spade import SPADE
 from spade_tf.layers.spectral_norm import SpectralNorm
@@ -64,14 +64,29 @@ class SPADEResBlock(keras.layers.Layer):
         height, width = ops.shape(x)[1], ops.shape(x)[2]
         segmap = nearest_resize(segmap, height, width)
         layout = self.norm_0.layout(segmap, height, width, training)
+        normalized = None
         if self.learned_shortcut:
-            x_s = self.conv_s(self.norm_s(x, segmap, layout=layout, training=training), training=training)
+            normalized = self._normalize_once(x, training)
+            x_s = self.norm_s(x, segmap, layout=layout, normalized=normalized, training=training)
+            x_s = self.conv_s(x_s, training=training)
         else:
             x_s = x
-        dx = leaky_relu(self.norm_0(x, segmap, layout=layout, training=training), 0.2)
+        dx = leaky_relu(self.norm_0(x, segmap, layout=layout, normalized=normalized, training=training), 0.2)
         dx = self.conv_0(dx, training=training)
         dx = leaky_relu(self.norm_1(dx, segmap, layout=layout, training=training), 0.2)
         return x_s + self.conv_1(dx, training=training)
+
+    def _normalize_once(self, x, training):
+        """norm_0 and norm_s normalise the same x; in training both use the batch's statistics, so one
+        normalised copy serves both (the backward pass keeps one) and each updates its moving
+        statistics with them. None where the norms differ (inference, instance norm)."""
+        norms = (self.norm_0.param_free_norm, self.norm_s.param_free_norm)
+        if not all(isinstance(n, ParamFreeBatchNorm) and n.uses_batch_statistics(training) for n in norms):
+            return None
+        normalized, mean, variance = norms[0].normalize(x)
+        for norm in norms:
+            norm.track(mean, variance)
+        return normalized
 
     def compute_output_shape(self, x_shape, segmap_shape):
         return tuple(x_shape[:-1]) + (self.filters,)

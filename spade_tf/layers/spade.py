@@ -51,9 +51,11 @@ class SPADE(keras.layers.Layer):
         self.mlp_gamma.build(hidden_shape)
         self.mlp_beta.build(hidden_shape)
 
-    def call(self, x, segmap, layout=None, training=None):
-        """`layout`: this resolution's `layout(...)`, when the caller shares it between layers."""
-        normalized = self.param_free_norm(x, training=training)
+    def call(self, x, segmap, layout=None, normalized=None, training=None):
+        """`layout`: this resolution's `layout(...)`, when the caller shares it between layers;
+        `normalized`: x already normalised as this layer's norm would (shared the same way)."""
+        if normalized is None:
+            normalized = self.param_free_norm(x, training=training)
         height, width = ops.shape(x)[1], ops.shape(x)[2]
         layout = self.layout(segmap, height, width, training) if layout is None else layout
         dense = lambda: self.dense_modulation(segmap, height, width)  # noqa: E731

@@ -13,6 +13,7 @@ it by seed, step and replica; `salt` tells apart the draws of one step (G step, 
 import tensorflow as tf
 
 from spade_tf import losses
+from spade_tf.layers import parse_norm
 from spade_tf.models import build_discriminator, build_encoder, build_generator
 from spade_tf.models.encoder import reparameterize
 from spade_tf.semantics import semantic_input
@@ -68,6 +69,21 @@ class Pix2PixModel:
         halves = [[tf.split(f, 2, axis=0) for f in scale] for scale in outputs]
         return [[f for f, _ in scale] for scale in halves], [[r for _, r in scale] for scale in halves]
 
+    def discriminate_for_generator(self, semantics, fake, real):
+        """The G step's D outputs. Where D treats every example on its own (instance norm or none, the
+        reference's default), real goes through D apart, after fake and without training-mode updates:
+        its outputs only feed feature matching, as constants, so the backward pass then holds fake's
+        half alone (with both halves, D's first-layer input gradient was 310 MiB of the step's peak at
+        ADE20K batch 2). Spectral norm's one power iteration of the step happens in the fake pass and
+        the real pass reads the same u and v, so both see one sigma, as in the reference's one batch."""
+        if parse_norm(self.cfg.model.norm_D)[1] not in ("instance", "none"):
+            return self.discriminate(semantics, fake, real)
+        outputs = [self.discriminator(tf.concat([semantics, image], -1), training=training)
+                   for image, training in ((fake, True), (real, False))]
+        if self.cfg.model.netD == "n_layer":
+            outputs = [[scale] for scale in outputs]
+        return outputs[0], tf.nest.map_structure(tf.stop_gradient, outputs[1])
+
     def _share(self, name, per_example):
         return losses.replica_loss(name, per_example, self.cfg.train.batch_size)
 
@@ -75,7 +91,7 @@ class Pix2PixModel:
         """GAN, feature matching, VGG and KL terms of the generator's step (this replica's shares)."""
         t = self.cfg.train
         fake, mu, logvar = self.generate(semantics, real)
-        pred_fake, pred_real = self.discriminate(semantics, fake, real)
+        pred_fake, pred_real = self.discriminate_for_generator(semantics, fake, real)
         terms = {"GAN": self._share("gan", losses.generator_gan_loss(pred_fake, t.gan_mode))}
         if not t.no_ganFeat_loss:
             terms["GAN_Feat"] = self._share("feature_matching", losses.feature_matching_loss(pred_fake, pred_real,

@@ -119,6 +119,7 @@ class TrainConfig(_Section):
     ema_decay: float = 0.0  # 0: no moving average of the generator
     # trade speed for memory: oneDNN's tensors from the system allocator (training/memory.py) and the
     # VGG loss's fake pass rematerialised (losses/vgg.py): 600-900 MiB lower peak, 6-21 % slower on CPU
+    # (ADE20K batch 2, 2026-12-03, before the default's later savings: README, "Memory")
     low_memory: bool = False
     spade_lookups: bool = False  # model.spade_impl=regions also in training (mlp_shared as lookups); off: dense, measured faster
     save_every_steps: int = 500

@@ -63,9 +63,7 @@ class Pix2PixModel:
     def discriminate(self, semantics, fake, real):
         """D on fake and real in one batch, as the reference; -> (fake outputs, real outputs) per scale."""
         pair = tf.concat([tf.concat([semantics, fake], -1), tf.concat([semantics, real], -1)], axis=0)
-        outputs = self.discriminator(pair, training=True)
-        if self.cfg.model.netD == "n_layer":
-            outputs = [outputs]
+        outputs = self._scales(pair, training=True)
         halves = [[tf.split(f, 2, axis=0) for f in scale] for scale in outputs]
         return [[f for f, _ in scale] for scale in halves], [[r for _, r in scale] for scale in halves]
 
@@ -78,11 +76,14 @@ class Pix2PixModel:
         the real pass reads the same u and v, so both see one sigma, as in the reference's one batch."""
         if parse_norm(self.cfg.model.norm_D)[1] not in ("instance", "none"):
             return self.discriminate(semantics, fake, real)
-        outputs = [self.discriminator(tf.concat([semantics, image], -1), training=training)
-                   for image, training in ((fake, True), (real, False))]
-        if self.cfg.model.netD == "n_layer":
-            outputs = [[scale] for scale in outputs]
-        return outputs[0], tf.nest.map_structure(tf.stop_gradient, outputs[1])
+        pred_fake = self._scales(tf.concat([semantics, fake], -1), training=True)
+        pred_real = self._scales(tf.concat([semantics, real], -1), training=False)
+        return pred_fake, tf.nest.map_structure(tf.stop_gradient, pred_real)
+
+    def _scales(self, inputs, training):
+        """D's outputs as a list over scales of lists of features (one scale for `n_layer`)."""
+        outputs = self.discriminator(inputs, training=training)
+        return [outputs] if self.cfg.model.netD == "n_layer" else outputs
 
     def _share(self, name, per_example):
         return losses.replica_loss(name, per_example, self.cfg.train.batch_size)

@@ -65,6 +65,10 @@ class RestApiServer(http.server.ThreadingHTTPServer):
         if isinstance(error, ConnectionError):  # the client went away: one line, nothing to debug here
             log.info("REST client %s closed the connection (%s)", client_address[0], type(error).__name__)
             return
+        if isinstance(error, TimeoutError):
+            log.info("REST client %s sent or read nothing for %d s: connection closed", client_address[0],
+                     IDLE_TIMEOUT_SECONDS)
+            return
         log.warning("REST connection from %s failed", client_address[0], exc_info=True)
 
     # bookkeeping used by _Handler
@@ -118,6 +122,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 except ConnectionError as e:
                     log.info("REST client %s closed the connection before the answer to %s %s (HTTP %d) was "
                              "sent (%s)", self.client_address[0], self.command, self.path, status, type(e).__name__)
+                    self.close_connection = True
+                except TimeoutError:
+                    log.info("REST client %s read nothing of the answer to %s %s (HTTP %d) for %d s: connection "
+                             "closed", self.client_address[0], self.command, self.path, status, IDLE_TIMEOUT_SECONDS)
                     self.close_connection = True
         finally:
             server._end()

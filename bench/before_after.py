@@ -10,7 +10,10 @@ functions: `inference` folds the ADE20K 256x256 generator (ngf 64, dense SPADE w
 times one ADE20K fp32 batch-1 (batch-2) training iteration, VGG random (`bench_train.time_step`); each
 child's peak resident memory is reported with it. The two trees
 alternate (before, after; then after, before; ...), so a drift of the shared machine's speed hits
-both alike; each pair gives after/before of the time, and the median of the pairs is the figure.
+both alike; each pair gives after/before of the time, and the median of the pairs is the figure. On
+this machine the process that runs first in a pair is measurably slower, so with an even number of pairs
+the geometric mean of the ratios (each order counted equally: the order effect cancels) is reported too,
+with the user-CPU ratio of a step where the trees report it.
 """
 
 import argparse
@@ -43,7 +46,8 @@ else:
 import resource
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print("RESULT", json.dumps({"seconds": seconds, "matmul_gflops": r["matmul_gflops_alongside"], "peak_mib": peak,
-                            "system_cpu_s": r.get("system_cpu_s"), "page_faults": r.get("page_faults")}))
+                            "user_cpu_s": r.get("user_cpu_s"), "system_cpu_s": r.get("system_cpu_s"),
+                            "page_faults": r.get("page_faults")}))
 """
 
 
@@ -83,8 +87,14 @@ def compare(before: pathlib.Path, after: pathlib.Path, what: str, pairs: int, ti
             f"after {result['after']['seconds']:.3f} s, after/before {ratios[-1]:.3f}; peak "
             f"{result['before']['peak_mib']:.0f} -> {result['after']['peak_mib']:.0f} MiB")
     median = statistics.median(ratios) if ratios else math.nan
-    log(f"{what}: median after/before time over {len(ratios)} of {pairs} pairs {median:.3f}")
-    return {"pairs": rows, "ratios": ratios, "median_ratio": median}
+    geometric = statistics.geometric_mean(ratios) if ratios else math.nan
+    cpu = [r["after"]["user_cpu_s"] / r["before"]["user_cpu_s"] for r in rows
+           if r["after"].get("user_cpu_s") and r["before"].get("user_cpu_s")]
+    cpu_geometric = statistics.geometric_mean(cpu) if cpu else math.nan
+    log(f"{what}: after/before time over {len(ratios)} of {pairs} pairs: median {median:.3f}, geometric mean "
+        f"{geometric:.3f}; user CPU per step, geometric mean {cpu_geometric:.3f}")
+    return {"pairs": rows, "ratios": ratios, "median_ratio": median, "geometric_mean_ratio": geometric,
+            "user_cpu_ratios": cpu, "user_cpu_geometric_mean_ratio": cpu_geometric}
 
 
 def main(argv=None):

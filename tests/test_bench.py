@@ -252,6 +252,29 @@ def test_before_after_takes_turns_and_gives_the_median_of_the_pairs_ratios(monke
     result = before_after.compare("old", "new", "inference", pairs=3, timeout=1, log=lambda line: None)
     assert calls == ["old", "new", "new", "old", "old", "new"]
     assert result["ratios"] == [0.5, 1.5, 0.75] and result["median_ratio"] == 0.75
+    assert result["geometric_mean_ratio"] == pytest.approx((0.5 * 1.5 * 0.75) ** (1 / 3))
+
+
+def test_before_after_geometric_mean_cancels_an_order_effect(monkeypatch):
+    """The process that runs first in a pair is slowed by a factor; over an even number of pairs the
+    geometric mean of the time ratios (and of the user-CPU ratios) is the true ratio, 0.9 here."""
+    from bench import before_after
+
+    in_pair = []
+
+    def measure(tree, what, timeout):
+        if len(in_pair) == 2:
+            in_pair.clear()
+        slow = 1.2 if not in_pair else 1.0
+        in_pair.append(tree)
+        seconds = (0.9 if tree == "new" else 1.0) * slow
+        return {"seconds": seconds, "user_cpu_s": seconds, "peak_mib": 100.0}
+
+    monkeypatch.setattr(before_after, "measure", measure)
+    result = before_after.compare("old", "new", "train2", pairs=4, timeout=1, log=lambda line: None)
+    assert result["median_ratio"] != pytest.approx(0.9)
+    assert result["geometric_mean_ratio"] == pytest.approx(0.9)
+    assert result["user_cpu_geometric_mean_ratio"] == pytest.approx(0.9)
 
 
 # --- bench.machine --------------------------------------------------------------------------------

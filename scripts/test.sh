@@ -7,4 +7,5 @@ bash scripts/setup.sh
 # except under CI=true, where it fails)
 bash scripts/install_browser.sh || echo "warning: chromium could not be installed; the browser test will skip" >&2
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --durations: the slowest tests are named at the end of every run, to keep the suite under 30 minutes
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

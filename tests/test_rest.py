@@ -315,5 +315,5 @@ def test_a_client_that_stops_reading_its_answer_is_one_log_line(slow_server, cap
                 time.sleep(0.05)
         assert rest(slow_server, "GET", "/v1/models/spade")[0] == 200
     [line] = [m for m in caplog.messages if "read nothing of the answer" in m]
-    assert "POST /v1/models/spade:predict (HTTP 200)" in line, line
+    assert "POST /v1/models/spade:predict (HTTP 200) for 1 s" in line, line
     assert not any(r.exc_info for r in caplog.records), "a traceback was logged"

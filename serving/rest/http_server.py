@@ -66,8 +66,8 @@ class RestApiServer(http.server.ThreadingHTTPServer):
             log.info("REST client %s closed the connection (%s)", client_address[0], type(error).__name__)
             return
         if isinstance(error, TimeoutError):
-            log.info("REST client %s sent or read nothing for %d s: connection closed", client_address[0],
-                     IDLE_TIMEOUT_SECONDS)
+            log.info("REST client %s sent or read nothing for %g s: connection closed", client_address[0],
+                     self.RequestHandlerClass.timeout)
             return
         log.warning("REST connection from %s failed", client_address[0], exc_info=True)
 
@@ -124,8 +124,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                              "sent (%s)", self.client_address[0], self.command, self.path, status, type(e).__name__)
                     self.close_connection = True
                 except TimeoutError:
-                    log.info("REST client %s read nothing of the answer to %s %s (HTTP %d) for %d s: connection "
-                             "closed", self.client_address[0], self.command, self.path, status, IDLE_TIMEOUT_SECONDS)
+                    log.info("REST client %s read nothing of the answer to %s %s (HTTP %d) for %g s: connection "
+                             "closed", self.client_address[0], self.command, self.path, status, self.timeout)
                     self.close_connection = True
         finally:
             server._end()

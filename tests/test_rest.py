@@ -276,19 +276,29 @@ def test_stop_answers_a_request_still_computing_503_after_the_grace_period(slow_
     time.sleep(max(0.0, sent + 3.5 - time.monotonic()))  # the cancelled computation ends before the next test
 
 
+def send_predict(client, body):
+    """A raw HTTP predict request on an open socket, with no reading of the answer."""
+    client.sendall(b"POST /v1/models/spade:predict HTTP/1.1\r\nHost: localhost\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def wait_for_log(caplog, text, seconds=90):
+    """Until a captured log line contains `text` (the margin is for a loaded machine); on failure the
+    message lists everything the server logged."""
+    end = time.monotonic() + seconds
+    while not any(text in m for m in caplog.messages):
+        assert time.monotonic() < end, f"no log line with {text!r} in {seconds} s; the server logged: {caplog.messages}"
+        time.sleep(0.05)
+
+
 def test_a_client_that_disconnects_before_its_answer_is_one_log_line(slow_server, caplog):
     """The answer (about 2 MB of JSON) cannot be written to a client that has closed its connection: the
     server logs one line without a traceback, and keeps serving."""
     body = json.dumps({"instances": [{"label_map": [[0] * 512] * 512, "milliseconds": 300}]}).encode()
     with caplog.at_level(logging.INFO, logger="serving.rest"):
         with socket.create_connection(("127.0.0.1", slow_server.rest_api_port), timeout=30) as client:
-            client.sendall(b"POST /v1/models/spade:predict HTTP/1.1\r\nHost: localhost\r\n"
-                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        end = time.monotonic() + 90  # the server's write fails at once; margin for a loaded machine
-        while not any("closed the connection" in r.getMessage() for r in caplog.records):
-            assert time.monotonic() < end, ("the server did not log the client's disconnection; it logged: "
-                                            f"{[r.getMessage() for r in caplog.records]}")
-            time.sleep(0.05)
+            send_predict(client, body)
+        wait_for_log(caplog, "closed the connection")  # the server's write fails at once
         assert rest(slow_server, "GET", "/v1/models/spade")[0] == 200
     logged = [r for r in caplog.records if r.name.startswith("serving.rest")]
     [line] = [r.getMessage() for r in logged if "closed the connection" in r.getMessage()]
@@ -307,12 +317,8 @@ def test_a_client_that_stops_reading_its_answer_is_one_log_line(slow_server, cap
         with socket.socket() as client:
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.connect(("127.0.0.1", slow_server.rest_api_port))
-            client.sendall(b"POST /v1/models/spade:predict HTTP/1.1\r\nHost: localhost\r\n"
-                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-            end = time.monotonic() + 90
-            while not any("read nothing of the answer" in r.getMessage() for r in caplog.records):
-                assert time.monotonic() < end, f"no timeout was logged; the server logged: {caplog.messages}"
-                time.sleep(0.05)
+            send_predict(client, body)
+            wait_for_log(caplog, "read nothing of the answer")
         assert rest(slow_server, "GET", "/v1/models/spade")[0] == 200
     [line] = [m for m in caplog.messages if "read nothing of the answer" in m]
     assert "POST /v1/models/spade:predict (HTTP 200) for 1 s" in line, line

@@ -380,48 +380,67 @@ def test_calibrate_batch_norm_sets_batch_statistics():
     assert norm.momentum == 0.9
 
 
-def test_bf16_accuracy_compares_two_precisions():
-    from bench.bench_inference import bf16_accuracy
+@pytest.fixture(scope="module")
+def inference_rows(tiny_run):
+    """One quick run of bench.bench_inference on tiny networks (each measurement in a fresh process, as
+    `python -m bench` runs it), shared by the tests below: the module end to end, and the figures of its
+    bf16-accuracy and SavedModel-vs-Keras measurements (ADE20K is the only setting of a quick run)."""
+    from bench import bench_inference
 
-    result = bf16_accuracy("ade20k", 1, TINY_ADE20K)
+    return bench_inference.run(quick=True, overrides=TINY_ADE20K, trained_run=tiny_run)
+
+
+def _row(rows, *words):
+    [row] = [row for row in rows if all(word in row["name"] for word in words)]
+    return row
+
+
+@pytest.mark.slow
+def test_bf16_accuracy_compares_two_precisions(inference_rows):
+    # the module's bf16_accuracy("ade20k", 1, TINY_ADE20K), in its own process
+    result = _row(inference_rows, "bf16 vs fp32 PSNR, ", "random gain-1 weights")
     assert 0 < result["max_abs_diff"] < 0.5  # bf16 really ran, and stays close
     assert 25 < result["psnr_db"] < math.inf and 25 < result["psnr_uint8_db"]
     assert result["fp32_output_std"] > 0.2  # gain-1 weights give images that span the range
     assert result["snr_db"] == pytest.approx(result["psnr_db"] - 20 * math.log10(2 / result["fp32_output_std"]))
 
 
-def test_bf16_accuracy_on_a_trained_model(tiny_run):
-    from bench.bench_inference import bf16_accuracy_trained
-
-    result = bf16_accuracy_trained(str(tiny_run), samples=4)
-    assert result["image_size"] == [64, 64] and result["samples"] == 4
+@pytest.mark.slow
+def test_bf16_accuracy_on_a_trained_model(inference_rows, tiny_run):
+    # the module's bf16_accuracy_trained(tiny_run) (its default 16 held-out layouts), in its own process
+    result = _row(inference_rows, "bf16 vs fp32 PSNR, trained model")
+    assert str(tiny_run) in result["name"]
+    assert result["image_size"] == [64, 64] and result["samples"] == 16
     assert 0 < result["max_abs_diff"] < 0.1  # bf16 really ran, and stays close
     assert 30 < result["psnr_db"] < math.inf and 30 < result["psnr_uint8_db"]
     assert result["fp32_output_std"] > 0.1  # a trained model's images are not flat
 
 
 @pytest.mark.slow
-def test_savedmodel_vs_keras_same_images():
+def test_savedmodel_vs_keras_same_images(inference_rows):
+    """bf16 here on Cityscapes (instance maps); fp32 from the module's run on ADE20K. (The fp32 export of a
+    model with instance maps against its generator: tests/test_export.py, test_plain_model_runs_without_our_code.)"""
     from bench.bench_inference import savedmodel_vs_keras
 
-    for precision in ("float32", "bfloat16"):
-        result = savedmodel_vs_keras("cityscapes", precision, 2, TINY)
-        assert len(result["times_s"]["savedmodel"]) == len(result["times_s"]["keras"]) == 2
+    fp32 = _row(inference_rows, "SavedModel time / Keras time")
+    bf16 = savedmodel_vs_keras("cityscapes", "bfloat16", 2, TINY)
+    for result in (fp32, bf16):
         times = result["times_s"]
-        assert result["ratio"] == pytest.approx(np.median(np.divide(times["savedmodel"], times["keras"])))
-        if precision == "float32":  # in bf16 the two graphs round differently
-            assert result["max_abs_diff_uint8"] <= 1
+        assert len(times["savedmodel"]) == len(times["keras"]) == 2
+        ratio = result["value"] if result is fp32 else result["ratio"]
+        assert ratio == pytest.approx(np.median(np.divide(times["savedmodel"], times["keras"])))
+    assert fp32["max_abs_diff_uint8"] <= 1  # in bf16 the two graphs round differently
 
 
 @pytest.mark.slow
-def test_inference_module_quick_on_tiny_networks(tiny_run):
-    from bench import bench_inference
-
-    rows = bench_inference.run(quick=True, overrides=TINY, trained_run=tiny_run)
+def test_inference_module_quick_on_tiny_networks(inference_rows):
+    rows = inference_rows
     runner.check_rows(rows, "bench.bench_inference")
     speed = [row for row in rows if row["unit"] == "images/s" and row.get("dtype")]
     assert [row["dtype"] for row in speed] == ["float32", "bfloat16"]
     assert all(row["peak_rss_mib"] > 0 and "gflops" not in row for row in speed)  # no FLOPs for tiny nets
+    assert [row["conv_compute_dtype"] for row in speed] == ["float32", "bfloat16"]
+    assert all(row["value"] == pytest.approx(1 / np.median(row["times_s"])) for row in speed)  # batch 1
     assert sum(row["unit"] == "dB" for row in rows) == 5
     trained = [row for row in rows if row["unit"] == "dB" and "target" in row]
     assert len(trained) == 2 and all("trained model" in row["name"] for row in trained)

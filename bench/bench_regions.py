@@ -11,8 +11,9 @@ ratio is the median over `--pairs` pairs (3 by default) of dense time / region t
 Also, per layout: the share of boundary pixels (the 5x5 rule of `spade_tf.layers.spade_regions`)
 at every resolution the generator's SPADE layers see, and our own count of multiply-adds per image
 (convolutions and matmuls, dense: the reference's network; regions: mlp_shared as lookups (no
-multiply-adds), gamma/beta only at boundary pixels plus the per-class table; per layer the fewer of
-the two), whose ratio is the ideal speed-up.
+multiply-adds), gamma/beta only at boundary pixels plus one patch per class; per layer the fewer of
+the two), whose ratio is the ideal speed-up; and the same count with one patch per distinct 5x5
+boundary window, as the region path computes it.
 
 Calibration (`--calibrate`): one SPADE layer's dense convolutions and region path, timed alternately
 at every (resolution, width) of the two generators on the three layouts, and the least-squares fit
@@ -74,9 +75,9 @@ def time_impl(setting, path, impl, precision, batch, kind, repeats, overrides=()
 
 # --- boundary share and multiply-adds -----------------------------------------------------------
 
-def boundary_share(labels, instances, factor):
-    """Share of boundary pixels of [batch, H, W] layouts at 1/factor resolution (top-left pixels):
-    the 5x5 window leaves the image, or holds another class or an instance edge."""
+def _interior(labels, instances, factor):
+    """(labels, instance edges, interior) of [batch, H, W] layouts at 1/factor resolution (top-left pixels): interior
+    pixels' 5x5 windows lie inside the image and hold one class and no instance edge."""
     from spade_tf.semantics import instance_edges
 
     lab = np.asarray(labels)[:, ::factor, ::factor].astype(np.int32)
@@ -90,7 +91,30 @@ def boundary_share(labels, instances, factor):
             for dx in range(5):
                 same &= (lab[:, dy:dy + h - 4, dx:dx + w - 4] == centre) & (edge[:, dy:dy + h - 4, dx:dx + w - 4] == 0)
         flat[:, 2:-2, 2:-2] = same
-    return 1.0 - float(flat.mean())
+    return lab, edge, flat
+
+
+def boundary_share(labels, instances, factor):
+    """Share of boundary pixels (the 5x5 window leaves the image, or holds another class or an
+    instance edge) of [batch, H, W] layouts at 1/factor resolution (top-left pixels)."""
+    return 1.0 - float(_interior(labels, instances, factor)[2].mean())
+
+
+def interior_classes(labels, instances, factor):
+    """Classes with interior pixels in the batch, per image: the per-class rows of the region path's
+    tables (one table serves the batch)."""
+    lab, _, flat = _interior(labels, instances, factor)
+    return len(np.unique(lab[flat])) / len(lab)
+
+
+def distinct_windows(labels, instances, factor):
+    """Distinct 5x5 windows of (label, edge) codes, outside the image included, of the boundary
+    pixels of each image, mean over the batch: the patches the region path convolves."""
+    lab, edge, flat = _interior(labels, instances, factor)
+    key = np.pad((lab.astype(np.int64) + 1) * 2 + edge, ((0, 0), (2, 2), (2, 2)))  # 0: outside
+    b, h, w = lab.shape
+    windows = np.stack([key[:, dy:dy + h, dx:dx + w] for dy in range(5) for dx in range(5)], -1)
+    return float(np.mean([len(np.unique(windows[i][~flat[i]], axis=0)) for i in range(b)]))
 
 
 def spade_layers(cfg):
@@ -118,9 +142,11 @@ def spade_layers(cfg):
     return layers, residual, n
 
 
-def multiply_adds(cfg, shares, hidden=128):
-    """(dense, regions) multiply-adds per image, G; `shares`: divisor -> boundary share. Regions:
-    each layer's fewer of its dense and its region-wise multiply-adds."""
+def multiply_adds(cfg, shares, hidden=128, classes=None, windows=None):
+    """(dense, regions) multiply-adds per image, G; `shares`: divisor -> boundary share; `classes`:
+    divisor -> classes with interior pixels per image (default: every class); `windows`: divisor ->
+    distinct boundary windows per image (default: a patch per boundary pixel). Regions: each layer's
+    fewer of its dense and its region-wise multiply-adds (a patch per boundary window and per class)."""
     h, w = cfg.image_size
     c = cfg.semantic_nc
     layers, residual, n = spade_layers(cfg)
@@ -131,8 +157,8 @@ def multiply_adds(cfg, shares, hidden=128):
         pixels = h * w / f**2
         shared, modulation = 9 * c * hidden * pixels, 2 * 9 * hidden * channels * pixels
         dense += shared + modulation
-        share = shares[f]
-        regions += min(shared + modulation, share * modulation + (c + 1) * hidden * 2 * channels)
+        rows = (shares[f] * pixels if windows is None else windows[f]) + (c + 1 if classes is None else classes[f])
+        regions += min(shared + modulation, rows * modulation / pixels)
     return dense / 1e9, regions / 1e9
 
 
@@ -145,8 +171,9 @@ CALIBRATION = {  # semantic channels -> (resolution, channels) of the generator'
 
 
 def time_layer(semantic_nc, size, channels, kind, precision, repeats=3) -> dict:
-    """One SPADE layer's layout branch at size x size: the dense convolutions and the region path
-    (its layout computed beforehand, as a block shares it), alternating, medians; and the counts."""
+    """One SPADE layer at inference, size x size: the dense path (norm, convolutions, modulation) and
+    the region path (its layout computed beforehand, as a block shares it), alternating, medians;
+    and the counts."""
     import tensorflow as tf
     from keras import ops
 
@@ -158,19 +185,23 @@ def time_layer(semantic_nc, size, channels, kind, precision, repeats=3) -> dict:
     labels, instances = layouts(kind, 1, size, size, semantic_nc - 1, seed=1)
     seg = semantic_input(labels, None if ade else instances, label_nc=semantic_nc - 1, contain_dontcare_label=ade,
                          use_instance=not ade)
-    x = tf.zeros((1, size, size, channels))
+    x = tf.random.normal((1, size, size, channels), seed=0)
     layer = SPADE("batch", 3, 128, "regions", dtype=PRECISION_POLICIES[precision])
     layer(x, seg)
     layout = {k: tf.constant(v) for k, v in spade_regions.region_layout(seg).items()}
-    dense = tf.function(lambda s: ops.concatenate(layer.dense_modulation(s, size, size), axis=-1))
-    regions = tf.function(lambda lay: ops.concatenate(spade_regions.region_modulation(
-        layer.mlp_shared, layer.mlp_gamma, layer.mlp_beta, lay, layer.compute_dtype), axis=-1))
-    dense(seg), regions(layout)
+
+    def dense_output(x, s):
+        scale, beta = layer.dense_modulation(s, size, size)
+        return layer.normalize(x, None, False) * scale + beta
+
+    dense = tf.function(dense_output)
+    regions = tf.function(layer.region_output)
+    dense(x, seg), regions(x, layout)
     times = {"dense": [], "regions": []}
     for i in range(repeats):
         for name in (("dense", "regions") if i % 2 == 0 else ("regions", "dense")):
-            times[name].append(_timed(dense, seg) if name == "dense" else _timed(regions, layout))
-    counts = {k: int(layout[k]) for k in ("pixels", "mixed", "boundary")}
+            times[name].append(_timed(dense, x, seg) if name == "dense" else _timed(regions, x, layout))
+    counts = {k: int(layout[k]) for k in ("pixels", "mixed", "boundary", "lookups", "patches")}
     return {**{k: statistics.median(v) for k, v in times.items()}, **counts,
             "taps": int(layout["mixed_rows"].shape[1]), "semantic_nc": semantic_nc, "channels": channels}
 
@@ -193,8 +224,8 @@ def calibrate(precisions=("float32",), kinds=KINDS) -> dict:
     for r in samples:
         modulation = 2 * 9 * hidden * r["channels"]
         r["dense_mac"] = r["pixels"] * (9 * r["semantic_nc"] * hidden + modulation)
-        r["region_mac"] = r["boundary"] * modulation + (r["semantic_nc"] + 1) * modulation / 9
-        r["moved"] = r["taps"] * hidden * r["mixed"] + 9 * hidden * r["boundary"] + 2 * r["channels"] * r["pixels"]
+        r["region_mac"] = r["patches"] * modulation
+        r["moved"] = r["taps"] * hidden * r["lookups"] + 9 * hidden * r["patches"] + 2 * r["channels"] * r["pixels"]
     weight = np.array([1 / r["dense"] for r in samples])[:, None]  # relative errors: every layer counts
     dense_fit = np.linalg.lstsq(np.array([[r["dense_mac"], 1.0] for r in samples]) * weight,
                                 np.array([r["dense"] for r in samples]) * weight[:, 0], rcond=None)[0]
@@ -226,14 +257,20 @@ def run(quick=False, overrides=(), settings=None, precisions=None, batches=None,
             for kind in kinds:
                 labels, instances = case_layouts(cfg, kind, 4)
                 shares = {2**k: boundary_share(labels, instances, 2**k) for k in range(n + 1)}
+                classes = {2**k: interior_classes(labels, instances, 2**k) for k in range(n + 1)}
                 h, w = cfg.image_size
                 rows.append({"name": f"regions/boundary share, {label}, {kind}", "value": shares[1], "unit": "",
                              "by_resolution": {f"{h // f}x{w // f}": round(s, 3) for f, s in shares.items()}})
-                dense, region = multiply_adds(cfg, shares)
+                dense, region = multiply_adds(cfg, shares, classes=classes)
                 ideal[kind] = dense / region
                 rows.append({"name": f"regions/ideal speed-up from our multiply-add count, {label}, {kind}",
                              "value": ideal[kind], "unit": "x", "dense_gmac_per_image": dense,
                              "regions_gmac_per_image": region})
+                windows = {2**k: distinct_windows(labels, instances, 2**k) for k in range(n + 1)}
+                _, distinct = multiply_adds(cfg, shares, classes=classes, windows=windows)
+                rows.append({"name": f"regions/ideal speed-up, distinct boundary windows once each, {label}, {kind}",
+                             "value": dense / distinct, "unit": "x", "regions_gmac_per_image": distinct,
+                             "distinct_windows_by_resolution": {f"{h // f}x{w // f}": round(v) for f, v in windows.items()}})
             path = os.path.join(tmp, f"{key}.keras")
             run_in_child(fold_to_file, key, path, tuple(overrides))
             for precision in precisions:

@@ -498,6 +498,14 @@ def test_multiply_add_count_is_the_references_and_shares_follow_the_5x5_rule():
     instances[0, 8:] = 1  # an instance edge across the middle rows
     assert bench_regions.boundary_share(labels, instances, 1) > bench_regions.boundary_share(labels, None, 1)
     assert bench_regions.boundary_share(labels, None, 4) == 1.0  # 4x4: no 5x5 window fits
+    # one class: a boundary window is set by the distances to the borders, 0, 1 or more on each axis
+    # (rows 0, 1, 2..13, 14, 15 times the same columns), less the interior: 24 distinct windows
+    assert bench_regions.distinct_windows(np.zeros((1, 16, 16), np.uint8), None, 1) == 24
+    assert bench_regions.distinct_windows(labels, None, 1) < (1 - 12 * 8 / 256) * 256
+    cfg = bench_inference.setting_config("ade20k")
+    shares = {2**k: 0.5 for k in range(6)}
+    per_pixel = {f: 0.5 * 256 * 256 / f**2 for f in shares}
+    assert bench_regions.multiply_adds(cfg, shares, windows=per_pixel) == bench_regions.multiply_adds(cfg, shares)
 
 
 def test_calibration_times_both_paths_of_one_layer_and_counts_its_pixels():

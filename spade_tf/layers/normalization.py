@@ -72,6 +72,11 @@ class ParamFreeBatchNorm(keras.layers.BatchNormalization):
         self.track(mean, variance)
         return normalized
 
+    def inference_affine(self):
+        """(a, b) per channel, float32: at inference (moving statistics) the norm is x * a + b."""
+        a = ops.rsqrt(ops.cast(self.moving_variance, "float32") + self.epsilon)
+        return a, -ops.cast(self.moving_mean, "float32") * a
+
     def track(self, mean, variance):
         """Update the moving statistics with a batch's, as Keras's training call does."""
         self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))

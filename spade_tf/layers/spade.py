@@ -5,7 +5,7 @@ from keras import ops
 
 from spade_tf.config_rules import CHOICES
 from spade_tf.layers import spade_regions
-from spade_tf.layers.normalization import param_free_norm
+from spade_tf.layers.normalization import ParamFreeBatchNorm, param_free_norm
 from spade_tf.layers.resize import nearest_resize
 
 SPADE_IMPLS = CHOICES["model.spade_impl"]  # the config's list, written once
@@ -54,22 +54,35 @@ class SPADE(keras.layers.Layer):
     def call(self, x, segmap, layout=None, normalized=None, training=None):
         """`layout`: this resolution's `layout(...)`, when the caller shares it between layers;
         `normalized`: x already normalised as this layer's norm would (shared the same way)."""
-        if normalized is None:
-            normalized = self.param_free_norm(x, training=training)
         height, width = ops.shape(x)[1], ops.shape(x)[2]
         layout = self.layout(segmap, height, width, training) if layout is None else layout
-        dense = lambda: self.dense_modulation(segmap, height, width)  # noqa: E731
+
+        def dense():
+            scale, beta = self.dense_modulation(segmap, height, width)
+            return self.normalize(x, normalized, training) * scale + beta
+
         if layout is None:
-            scale, beta = dense()
-        elif training:  # static shapes: lookups for mlp_shared, dense gamma and beta
-            scale, beta = ops.cond(layout["one_hot"], lambda: self.lookup_modulation(layout), dense)
-        else:
-            hidden, channels = self.hidden_channels, x.shape[-1]
-            pays = spade_regions.region_pays(layout, self.mlp_shared.kernel.shape[2], hidden, channels)
-            regions = lambda: spade_regions.region_modulation(  # noqa: E731
-                self.mlp_shared, self.mlp_gamma, self.mlp_beta, layout, self.compute_dtype)
-            scale, beta = ops.cond(ops.logical_and(layout["one_hot"], pays), regions, dense)
-        return normalized * scale + beta
+            return dense()
+        if training:  # static shapes: lookups for mlp_shared, dense gamma and beta
+            normalized = self.normalize(x, normalized, training)  # outside the branches: it updates statistics
+            scale, beta = ops.cond(layout["one_hot"], lambda: self.lookup_modulation(layout),
+                                   lambda: self.dense_modulation(segmap, height, width))
+            return normalized * scale + beta
+        pays = spade_regions.region_pays(layout, self.mlp_shared.kernel.shape[2], self.hidden_channels, x.shape[-1])
+        return ops.cond(ops.logical_and(layout["one_hot"], pays), lambda: self.region_output(x, layout), dense)
+
+    def normalize(self, x, normalized, training):
+        return self.param_free_norm(x, training=training) if normalized is None else normalized
+
+    def region_output(self, x, layout):
+        """The region path at inference; a batch norm (moving statistics: x * a + b) is folded into the
+        gamma/beta tables, so x is modulated in one pass without a normalised copy."""
+        affine = None
+        if isinstance(self.param_free_norm, ParamFreeBatchNorm):
+            affine = self.param_free_norm.inference_affine()
+        scale, beta = spade_regions.region_modulation(
+            self.mlp_shared, self.mlp_gamma, self.mlp_beta, layout, self.compute_dtype, affine)
+        return (x if affine is not None else self.param_free_norm(x, training=False)) * scale + beta
 
     def layout(self, segmap, height, width, training=None):
         """What the region path needs of the layout at this resolution (`spade_regions.region_layout`),

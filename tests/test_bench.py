@@ -516,6 +516,17 @@ def test_calibration_times_both_paths_of_one_layer_and_counts_its_pixels():
     assert row["pixels"] == 256 and 0 < row["mixed"] <= row["boundary"] < 256 and row["taps"] == 18  # instance edges
 
 
+def test_lost_time_counts_the_wrong_picks_once_per_layer_they_stand_for():
+    from bench import bench_regions
+
+    samples = [{"dense_mac": 100.0, "region_mac": 50.0, "moved": 0.0, "dense": 1.0, "regions": 0.5, "layers": 2},
+               {"dense_mac": 100.0, "region_mac": 90.0, "moved": 1.0, "dense": 1.0, "regions": 1.25, "layers": 3}]
+    assert bench_regions.lost_time(samples, 1.0, 20.0, 0.0) == 0.0  # regions for the first, dense for the second
+    assert bench_regions.lost_time(samples, 1.0, 0.0, 0.0) == pytest.approx(3 * 0.25)  # regions for both
+    assert bench_regions.lost_time(samples, 3.0, 0.0, 0.0) == pytest.approx(2 * 0.5)  # dense for both
+    assert bench_regions._layers_at(151)[256, 128] == 2  # norm_0 and norm_s of the last ADE20K block
+
+
 @pytest.mark.slow
 def test_regions_module_quick_on_a_tiny_network():
     from bench import bench_regions

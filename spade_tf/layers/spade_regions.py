@@ -41,9 +41,10 @@ TAPS = [(dy, dx) for dy in range(3) for dx in range(3)]
 # The cost model of `region_pays`, in units of the dense convolutions' time per multiply-add.
 # Measured with `python -m bench.bench_regions --calibrate` (2026-12-03, Intel Xeon, 2 cores, fp32:
 # one layer's two paths timed alternately at every resolution and width of the ADE20K and
-# Cityscapes generators, on landscapes, Voronoi-30 and noise; least squares on relative times).
-MATMUL_COST = 1.09  # per multiply-add of the region path's matrix products (no im2col, no padding)
-COPY_COST = 62.0  # per float the region path's lookups and gathers move (memory-bound ops)
+# Cityscapes generators, on landscapes, Voronoi-30 and noise; the constants that lose the least time
+# over the generators' layers against always picking the faster path: 5.6 ms, on one 16x16 layer).
+MATMUL_COST = 0.9  # per multiply-add of the region path's matrix products (no im2col, no padding)
+COPY_COST = 110.0  # per float the region path's lookups and gathers move (memory-bound ops)
 FIXED_COST = -5.2e8  # per layer, region path minus dense: small convolutions carry more overhead
 DISTINCT_SHARE = 0.9  # windows are searched for repeats only where at most this share of pixels needs them
 

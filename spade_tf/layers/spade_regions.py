@@ -194,7 +194,8 @@ def region_layout(segmap, static=False):
     classes = ops.cast(ops.reshape(ops.nonzero(present)[0], (-1,)), "int32")
     class_number = ops.cumsum(ops.cast(present, "int32")) - 1
     boundary_taps = _window(ops.take(boundary, boundary_first, axis=0), shape, 1)
-    patch_rows = ops.concatenate([ops.repeat(classes, 9), ops.take(actv_index, ops.reshape(boundary_taps, (-1,)), axis=0)], 0)
+    boundary_rows = ops.take(actv_index, ops.reshape(boundary_taps, (-1,)), axis=0)
+    patch_rows = ops.concatenate([ops.repeat(classes, 9), boundary_rows], axis=0)
     index = ops.where(flat5, ops.take(class_number, ops.clip(first, 0, none), axis=0),
                       ops.shape(classes)[0] + ops.take(boundary_number, ops.maximum(boundary_rank, 0), axis=0))
     counts = {"pixels": pixels, "mixed": ops.shape(mixed)[0], "boundary": ops.shape(boundary)[0],

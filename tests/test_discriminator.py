@@ -22,6 +22,12 @@ def test_patchgan_feature_shapes_match_pytorch_padding():
     assert [f.shape[-1] for f in feats[0]] == [8, 16, 32, 64, 1]
 
 
+def test_one_scale_is_still_a_list_over_scales():
+    # A functional model with a single output returns it unwrapped; the losses expect scales.
+    feats = MultiscaleDiscriminator(5, ndf=4, n_layers_D=2, num_D=1)(np.zeros((1, 32, 32, 5), "float32"))
+    assert len(feats) == 1 and [f.shape[-1] for f in feats[0]] == [4, 8, 1]
+
+
 def test_widths_cap_at_512():
     d = NLayerDiscriminator(4, ndf=128, n_layers_D=4, norm_D="instance")
     assert [f.shape[-1] for f in d(np.zeros((1, 32, 32, 4), "float32"))] == [128, 256, 512, 512, 1]

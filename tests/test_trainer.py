@@ -31,8 +31,8 @@ def changed(before, model):
 @pytest.mark.parametrize(
     "overrides",
     [["train.gan_mode=hinge"], ["train.gan_mode=ls"], ["train.gan_mode=original"], ["train.gan_mode=w"],
-     ["model.use_vae=true", "train.no_ganFeat_loss=true", "train.no_TTUR=true"]],
-    ids=["hinge", "ls", "original", "w", "vae"],
+     ["model.use_vae=true", "train.no_ganFeat_loss=true", "train.no_TTUR=true"], ["model.num_D=1"]],
+    ids=["hinge", "ls", "original", "w", "vae", "one-scale-discriminator"],
 )
 def test_one_step_updates_both_networks_with_finite_losses(tiny_config, overrides):
     cfg = tiny_config(*overrides)

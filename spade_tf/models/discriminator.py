@@ -89,4 +89,6 @@ class MultiscaleDiscriminator(Network):
             raise ValueError(
                 f"the discriminator expects concat(semantic map, image) [batch, H, W, {self.input_nc}]; got {shape}"
             )
-        return super().__call__(inputs, *args, **kwargs)
+        outputs = super().__call__(inputs, *args, **kwargs)
+        # A functional model with one output returns it unwrapped: keep the list over scales for num_D=1.
+        return [outputs] if self.num_D == 1 else outputs
